@@ -1,0 +1,77 @@
+"""Stage 2, chunks: re-chunk exactly the records whose content changed since they were last chunked.
+
+Pending records are found through a partial index (content hash differs from the hash the chunks
+were cut from). Per batch, the new chunks are COPYed into a staging table and reconciled in one
+transaction: chunks whose semantic key survives keep their id (and so their vectors), the rest of
+the record's old chunks are deleted (their vectors go with them), new ones are inserted, and the
+records are marked chunked. A killed run loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from semindex.chunking import ChunkingParameters, chunk_record_fields
+from semindex.database import Database
+from semindex.progress import ProgressReporter
+from semindex.sql_files import statement
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ChunkingReport:
+    records: int = 0
+    chunks_added: int = 0
+    chunks_removed: int = 0
+    chunks_kept: int = 0
+
+
+def sync_chunks(
+    db: Database,
+    parameters: ChunkingParameters,
+    *,
+    batch_size: int = 2000,
+    progress_emit: Callable[[str], None] | None = None,
+) -> ChunkingReport:
+    report = ChunkingReport()
+    with db.connection() as conn:
+        pending = conn.execute(statement("chunks", "pending_count")).fetchone()[0]
+    progress = ProgressReporter("chunk records", pending, progress_emit)
+    after_record_id = 0
+    while True:
+        with db.connection() as conn:
+            rows = conn.execute(statement("chunks", "pending_batch"), (after_record_id, batch_size)).fetchall()
+            if not rows:
+                break
+            after_record_id = rows[-1][0]
+            conn.execute(statement("chunks", "create_staging"))
+            with conn.cursor().copy(statement("chunks", "copy_staging")) as copy:
+                for record_id, connector_id, instance, stream, record_key, fields, deleted in rows:
+                    if deleted:
+                        continue
+                    for chunk in chunk_record_fields(instance, stream, record_key, fields, parameters):
+                        copy.write_row(
+                            (record_id, connector_id, instance, stream, record_key, chunk.field,
+                             chunk.chunk_no, chunk.content, chunk.content_sha256, chunk.semantic_key)
+                        )
+            record_ids = [row[0] for row in rows]
+            removed = conn.execute(statement("chunks", "delete_stale"), (record_ids,)).rowcount
+            added = conn.execute(statement("chunks", "insert_new")).rowcount
+            staged = conn.execute(statement("chunks", "staged_count")).fetchone()[0]
+            conn.execute(statement("chunks", "mark_records_chunked"), (record_ids,))
+            conn.execute(statement("chunks", "drop_staging"))
+        report.records += len(rows)
+        report.chunks_removed += removed
+        report.chunks_added += added
+        report.chunks_kept += staged - added
+        progress.advance(len(rows))
+    progress.finish()
+    return report
+
+
+def live_chunk_count(db: Database) -> int:
+    with db.connection() as conn:
+        return conn.execute(statement("chunks", "count")).fetchone()[0]

@@ -1,0 +1,231 @@
+"""Stage 3, embeddings: the version registry and the resumable, deduplicating backfill.
+
+Each embedding version (an encoder, its revision, dimensions and metric) owns one table,
+semindex.chunk_vectors_v<version_id>, with a typed `vector(d)` column. The backfill walks chunks in
+id order in bounded batches; each batch encodes only texts that have no vector yet in that version
+(chunks with the same content hash share one), COPYs the vectors in binary and advances the
+version's watermark in the same transaction. A killed run therefore resumes at the first batch that
+did not commit, and never writes a row twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from semindex.database import Database
+from semindex.encoders import MINILM_ENCODER_NAME, Encoder, encoder_revision, load_encoder
+from semindex.progress import ProgressReporter
+from semindex.sql_files import statement
+
+log = logging.getLogger(__name__)
+
+DEFAULT_VERSION_KEY = "minilm-l6-v2"
+METRICS = ("cosine", "l2", "ip")
+
+
+class DimensionMismatch(ValueError):
+    pass
+
+
+class ConcurrentBackfill(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class EmbeddingVersion:
+    version_id: int
+    version_key: str
+    encoder_name: str
+    encoder_revision: str
+    dimensions: int
+    distance_metric: str
+    active: bool
+    state: str
+
+    @property
+    def vectors_table(self) -> str:
+        # Built from the integer id only, so no user text ever reaches an identifier.
+        return f"semindex.chunk_vectors_v{self.version_id}"
+
+    @property
+    def table_name(self) -> str:
+        return f"chunk_vectors_v{self.version_id}"
+
+    @property
+    def hnsw_index_name(self) -> str:
+        return f"{self.table_name}_hnsw"
+
+
+def get_version(db: Database, version_key: str) -> EmbeddingVersion:
+    with db.connection() as conn:
+        row = conn.execute(statement("embedding_versions", "by_key"), (version_key,)).fetchone()
+    if row is None:
+        raise LookupError(f"no embedding version {version_key!r} is registered")
+    return EmbeddingVersion(*row)
+
+
+def active_version(db: Database) -> EmbeddingVersion | None:
+    with db.connection() as conn:
+        row = conn.execute(statement("embedding_versions", "active")).fetchone()
+    return EmbeddingVersion(*row) if row else None
+
+
+def all_versions(db: Database) -> list[EmbeddingVersion]:
+    with db.connection() as conn:
+        return [EmbeddingVersion(*row) for row in conn.execute(statement("embedding_versions", "all"))]
+
+
+def check_encoder_dimensions(encoder: Encoder, version: EmbeddingVersion) -> None:
+    """Refuse an encoder whose real output does not match the version's declared dimension."""
+    produced = encoder.encode(["dimension probe"]).shape[1]
+    if produced != version.dimensions:
+        raise DimensionMismatch(
+            f"encoder {version.encoder_name!r} produces {produced}-dimensional vectors, but embedding "
+            f"version {version.version_key!r} declares {version.dimensions} dimensions; nothing was written"
+        )
+
+
+def register_version(
+    db: Database,
+    version_key: str = DEFAULT_VERSION_KEY,
+    encoder_name: str = MINILM_ENCODER_NAME,
+    dimensions: int = 384,
+    distance_metric: str = "cosine",
+) -> EmbeddingVersion:
+    """Register a version (idempotent) and create its vector table."""
+    if distance_metric not in METRICS:
+        raise ValueError(f"distance metric {distance_metric!r} is not one of {', '.join(METRICS)}")
+    with db.connection() as conn:
+        conn.execute(
+            statement("embedding_versions", "register"),
+            {
+                "version_key": version_key,
+                "encoder_name": encoder_name,
+                "encoder_revision": encoder_revision(encoder_name),
+                "dimensions": dimensions,
+                "distance_metric": distance_metric,
+            },
+        )
+    version = get_version(db, version_key)
+    declared = (version.encoder_name, version.dimensions, version.distance_metric)
+    if declared != (encoder_name, dimensions, distance_metric):
+        raise ValueError(
+            f"embedding version {version_key!r} is already registered as {declared}, "
+            f"not {(encoder_name, dimensions, distance_metric)}; register the change under a new version key"
+        )
+    return version
+
+
+def ensure_vector_table(db: Database, version: EmbeddingVersion) -> None:
+    with db.connection() as conn:
+        conn.execute(
+            statement(
+                "vectors",
+                "create_table",
+                vectors=version.vectors_table,
+                scope_index=f"{version.table_name}_scope",
+                content_index=f"{version.table_name}_content",
+                dimensions=version.dimensions,
+                version_id=version.version_id,
+            )
+        )
+
+
+@dataclass
+class BackfillReport:
+    version_key: str
+    chunks: int = 0
+    encoded_texts: int = 0
+    reused_vectors: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    activated: bool = False
+
+
+def backfill(
+    db: Database,
+    version: EmbeddingVersion,
+    *,
+    batch_size: int = 1024,
+    encoder: Encoder | None = None,
+    progress_emit: Callable[[str], None] | None = None,
+) -> BackfillReport:
+    """Encode and store vectors for every chunk above the version's watermark."""
+    encoder = encoder or load_encoder(version.encoder_name)
+    check_encoder_dimensions(encoder, version)
+    ensure_vector_table(db, version)
+    with db.connection() as conn:
+        watermark = conn.execute(statement("vectors", "watermark"), (version.version_id,)).fetchone()[0]
+        pending = conn.execute(statement("vectors", "pending_count"), (watermark,)).fetchone()[0]
+        if pending:
+            conn.execute(statement("embedding_versions", "set_state"), ("backfilling", version.version_id))
+    report = BackfillReport(version.version_key)
+    progress = ProgressReporter(f"embed {version.version_key}", pending, progress_emit)
+    while True:
+        with db.connection() as conn:
+            rows = conn.execute(statement("vectors", "pending_batch"), (watermark, batch_size)).fetchall()
+            if not rows:
+                break
+            batch_shas = list({row[1] for row in rows})
+            have = {
+                row[0]
+                for row in conn.execute(
+                    statement("vectors", "texts_with_vectors", vectors=version.vectors_table), (batch_shas,)
+                )
+            }
+        # Encode outside any transaction: a batch can take seconds and must not hold a snapshot.
+        to_encode: dict[bytes, str] = {}
+        for _, sha, content in rows:
+            if sha not in have and sha not in to_encode:
+                to_encode[sha] = content
+        vectors = encoder.encode(list(to_encode.values())) if to_encode else np.zeros((0, version.dimensions))
+        through = rows[-1][0]
+        with db.connection() as conn:
+            conn.execute(statement("vectors", "create_staging"))
+            with conn.cursor().copy(statement("vectors", "copy_staging")) as copy:
+                copy.set_types(["bytea", "vector"])
+                for sha, vector in zip(to_encode, vectors, strict=True):
+                    copy.write_row((sha, vector))
+            conn.execute(
+                statement("vectors", "insert_batch", vectors=version.vectors_table),
+                {"chunk_ids": [row[0] for row in rows]},
+            )
+            advanced = conn.execute(
+                statement("vectors", "advance_watermark"),
+                {
+                    "through": through,
+                    "after": watermark,
+                    "encoded": len(to_encode),
+                    "reused": len(rows) - len(to_encode),
+                    "version_id": version.version_id,
+                },
+            ).rowcount
+            if advanced != 1:
+                raise ConcurrentBackfill(
+                    f"another run moved the watermark of {version.version_key!r} past {watermark}; "
+                    "this batch was rolled back, nothing is lost"
+                )
+            conn.execute(statement("vectors", "mark_sources_dirty"), {"after": watermark, "through": through})
+        watermark = through
+        report.chunks += len(rows)
+        report.encoded_texts += len(to_encode)
+        report.reused_vectors += len(rows) - len(to_encode)
+        report.batches += 1
+        progress.advance(len(rows))
+    with db.connection() as conn:
+        conn.execute(statement("embedding_versions", "set_state"), ("ready", version.version_id))
+        report.activated = conn.execute(
+            statement("embedding_versions", "activate_if_none_active"), (version.version_id,)
+        ).rowcount == 1
+    progress.finish()
+    report.seconds = progress.elapsed
+    return report
+
+
+def vector_count(db: Database, version: EmbeddingVersion) -> int:
+    with db.connection() as conn:
+        return conn.execute(statement("vectors", "count", vectors=version.vectors_table)).fetchone()[0]

@@ -1,0 +1,287 @@
+"""Stage 1, raw records: parse JSONL, quarantine bad lines, upsert good records by content hash.
+
+A line is one record: connector_id, connector_instance_id, stream, record_key, fields (an object of
+text values), updated_at (ISO 8601) and an optional boolean `deleted`. Records are upserted on
+(connector_instance_id, stream, record_key); a record whose content hash is unchanged is not
+rewritten, a deleted record becomes a tombstone. A malformed line goes to
+semindex.quarantined_records with its file, line number and reason; the run never stops on one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from psycopg.types.json import Jsonb
+
+from semindex import settings
+from semindex.database import Database
+from semindex.progress import ProgressReporter
+from semindex.sql_files import statement
+
+log = logging.getLogger(__name__)
+
+KEY_COLUMNS = ("connector_id", "connector_instance_id", "stream", "record_key")
+# btree index entries top out near 2.7 kB; longer keys would fail a whole batch, so they are refused.
+MAX_KEY_BYTES = 512
+EXCERPT_CHARS = 2000
+
+
+class MalformedRecord(ValueError):
+    """A raw line that cannot become a record; the message is the quarantine reason."""
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    connector_id: str
+    connector_instance_id: str
+    stream: str
+    record_key: str
+    fields: dict[str, str]
+    updated_at: dt.datetime
+    deleted: bool
+
+    @property
+    def content_sha256(self) -> bytes:
+        # updated_at is left out on purpose: a re-export with a new timestamp is not a change.
+        canonical = json.dumps(
+            [self.connector_id, self.fields, self.deleted], ensure_ascii=False, sort_keys=True
+        )
+        return hashlib.sha256(canonical.encode("utf-8")).digest()
+
+
+@dataclass
+class IngestReport:
+    files: int = 0
+    files_skipped_unchanged: int = 0
+    lines: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    quarantined: int = 0
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: IngestReport) -> None:
+        for name in ("files", "files_skipped_unchanged", "lines", "inserted", "updated", "deleted", "unchanged", "quarantined"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for reason, count in other.quarantine_reasons.items():
+            self.quarantine_reasons[reason] = self.quarantine_reasons.get(reason, 0) + count
+
+
+def _text(value: object, where: str, *, max_bytes: int) -> str:
+    if not isinstance(value, str):
+        raise MalformedRecord(f"{where} must be text, got {type(value).__name__}")
+    if "\x00" in value:
+        raise MalformedRecord(f"{where} contains a NUL byte, which PostgreSQL text cannot store")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise MalformedRecord(f"{where} is not valid Unicode (lone surrogate)") from None
+    if size > max_bytes:
+        raise MalformedRecord(f"{where} is {size} bytes, over the {max_bytes}-byte limit")
+    return value
+
+
+def parse_record(line: str, *, max_field_bytes: int) -> RawRecord:
+    """One JSONL line as a RawRecord, or MalformedRecord with the reason."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise MalformedRecord(f"invalid JSON: {error.msg} at column {error.colno}") from None
+    if not isinstance(obj, dict):
+        raise MalformedRecord(f"a record must be a JSON object, got {type(obj).__name__}")
+    keys: dict[str, str] = {}
+    for name in KEY_COLUMNS:
+        if name not in obj:
+            raise MalformedRecord(f"missing key {name!r}")
+        value = _text(obj[name], name, max_bytes=MAX_KEY_BYTES)
+        if not value.strip():
+            raise MalformedRecord(f"{name} is empty")
+        keys[name] = value
+    deleted = obj.get("deleted", False)
+    if not isinstance(deleted, bool):
+        raise MalformedRecord(f"deleted must be true or false, got {deleted!r:.40}")
+    raw_fields = obj.get("fields", {} if deleted else None)
+    if raw_fields is None:
+        raise MalformedRecord("missing key 'fields'")
+    if not isinstance(raw_fields, dict):
+        raise MalformedRecord(f"fields must be an object of text values, got {type(raw_fields).__name__}")
+    fields = {
+        _text(name, "a field name", max_bytes=MAX_KEY_BYTES): _text(value, f"fields.{name}", max_bytes=max_field_bytes)
+        for name, value in raw_fields.items()
+    }
+    if "updated_at" not in obj:
+        raise MalformedRecord("missing key 'updated_at'")
+    raw_updated = obj["updated_at"]
+    if not isinstance(raw_updated, str):
+        raise MalformedRecord(f"updated_at must be an ISO 8601 string, got {type(raw_updated).__name__}")
+    try:
+        updated_at = dt.datetime.fromisoformat(raw_updated.replace("Z", "+00:00"))
+    except ValueError:
+        raise MalformedRecord(f"updated_at {raw_updated!r:.60} is not an ISO 8601 timestamp") from None
+    if updated_at.tzinfo is None:
+        updated_at = updated_at.replace(tzinfo=dt.timezone.utc)
+    return RawRecord(
+        fields={} if deleted else fields,
+        updated_at=updated_at,
+        deleted=deleted,
+        **keys,
+    )
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    line_no: int
+    reason: str
+    excerpt: str
+
+
+def _excerpt(raw: bytes) -> str:
+    text = raw[: EXCERPT_CHARS * 4].decode("utf-8", errors="backslashreplace")
+    return text[:EXCERPT_CHARS].replace("\x00", "\\u0000")
+
+
+def read_jsonl(path: Path, *, max_field_bytes: int) -> Iterator[tuple[int, int, RawRecord | Quarantined]]:
+    """(line number, bytes read, record or quarantine entry) for every line, streamed."""
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                yield line_no, len(raw), None
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                yield line_no, len(raw), Quarantined(line_no, f"not valid UTF-8 at byte {error.start}", _excerpt(raw))
+                continue
+            try:
+                item: RawRecord | Quarantined = parse_record(line, max_field_bytes=max_field_bytes)
+            except MalformedRecord as error:
+                item = Quarantined(line_no, str(error), _excerpt(raw))
+            except RecursionError:
+                item = Quarantined(line_no, "JSON nested too deeply", _excerpt(raw))
+            yield line_no, len(raw), item
+
+
+def file_sha256(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.digest()
+
+
+def _reason_family(reason: str) -> str:
+    """Quarantine reasons grouped for counts: the text before the first detail."""
+    return reason.split(":")[0].split(" is ")[0][:60]
+
+
+def upsert_records(db: Database, records: list[tuple[int, RawRecord]]) -> IngestReport:
+    """Upsert one batch set-based: COPY into a staging table, then one INSERT .. ON CONFLICT."""
+    report = IngestReport()
+    if not records:
+        return report
+    with db.connection() as conn:
+        conn.execute(statement("raw_records", "create_staging"))
+        with conn.cursor().copy(statement("raw_records", "copy_staging")) as copy:
+            for line_no, record in records:
+                copy.write_row(
+                    (
+                        line_no,
+                        record.connector_id,
+                        record.connector_instance_id,
+                        record.stream,
+                        record.record_key,
+                        Jsonb(record.fields),
+                        record.updated_at,
+                        record.deleted,
+                        record.content_sha256,
+                    )
+                )
+        counts = conn.execute(statement("raw_records", "upsert_from_staging")).fetchone()
+        conn.execute(statement("raw_records", "drop_staging"))
+    inserted, updated, deleted = counts
+    report.inserted, report.updated, report.deleted = inserted, updated, deleted
+    report.unchanged = len(records) - inserted - updated - deleted
+    return report
+
+
+def quarantine(db: Database, source_file: str, source_sha256: bytes, entries: list[Quarantined]) -> None:
+    if not entries:
+        return
+    with db.connection() as conn, conn.cursor() as cur:
+        cur.executemany(
+            statement("raw_records", "insert_quarantine"),
+            [(source_file, source_sha256, entry.line_no, entry.reason, entry.excerpt) for entry in entries],
+        )
+
+
+def ingest_file(
+    db: Database,
+    path: Path,
+    *,
+    batch_size: int = 5000,
+    max_field_bytes: int | None = None,
+    force: bool = False,
+    progress_emit=None,
+) -> IngestReport:
+    """Ingest one JSONL file. A file already ingested with the same content is skipped unless `force`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no JSONL file at {path}")
+    max_field_bytes = max_field_bytes or settings.env_int("SEMINDEX_MAX_FIELD_BYTES", 2 * 1024 * 1024)
+    source_sha256 = file_sha256(path)
+    report = IngestReport(files=1)
+    with db.connection() as conn:
+        seen = conn.execute(statement("raw_records", "file_already_ingested"), (source_sha256,)).fetchone()
+    if seen and not force:
+        report.files_skipped_unchanged = 1
+        return report
+
+    progress = ProgressReporter(f"ingest {path.name}", path.stat().st_size, progress_emit, unit="bytes")
+    batch: list[tuple[int, RawRecord]] = []
+    bad: list[Quarantined] = []
+    for line_no, line_bytes, item in read_jsonl(path, max_field_bytes=max_field_bytes):
+        progress.advance(line_bytes)
+        if item is None:
+            continue
+        report.lines += 1
+        if isinstance(item, Quarantined):
+            bad.append(item)
+            family = _reason_family(item.reason)
+            report.quarantine_reasons[family] = report.quarantine_reasons.get(family, 0) + 1
+        else:
+            batch.append((line_no, item))
+        if len(batch) >= batch_size:
+            report.add(upsert_records(db, batch))
+            batch = []
+        if len(bad) >= batch_size:
+            quarantine(db, str(path), source_sha256, bad)
+            report.quarantined += len(bad)
+            bad = []
+    report.add(upsert_records(db, batch))
+    quarantine(db, str(path), source_sha256, bad)
+    report.quarantined += len(bad)
+    with db.connection() as conn:
+        conn.execute(statement("raw_records", "mark_file_ingested"), (source_sha256, str(path), report.lines))
+    progress.finish()
+    return report
+
+
+def ingest_files(db: Database, paths: Iterable[Path], **options) -> IngestReport:
+    total = IngestReport()
+    for path in paths:
+        file_report = ingest_file(db, path, **options)
+        log.info("ingested %s: %s", path, file_report)
+        total.add(file_report)
+    return total
+
+
+def live_record_count(db: Database) -> int:
+    with db.connection() as conn:
+        return conn.execute(statement("raw_records", "live_count")).fetchone()[0]

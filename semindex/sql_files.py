@@ -1,0 +1,56 @@
+"""Named SQL statements kept in the project's sql/ folder.
+
+Each file holds one statement family; a statement starts at a `-- name: <name>` line and runs to
+the next one. Table names that vary (one vector table per embedding version) are written as
+`{placeholders}` and filled with `psycopg.sql.Identifier`, never with string formatting; values are
+always bind parameters.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+from psycopg import sql
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+_NAME_LINE = re.compile(r"^--\s*name:\s*(\S+)\s*$", re.MULTILINE)
+
+
+@functools.cache
+def _statements(family: str) -> dict[str, str]:
+    path = SQL_DIR / f"{family}.sql"
+    if not path.is_file():
+        raise FileNotFoundError(f"no SQL family {family!r}: {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    parts = _NAME_LINE.split(text)
+    # parts = [preamble, name1, body1, name2, body2, ...]
+    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def statement(family: str, name: str, **parts: str | int | sql.Composable) -> sql.Composed | sql.SQL:
+    """The statement `name` of sql/<family>.sql with its `{placeholders}` filled safely.
+
+    A str fills in as a (possibly schema-qualified) identifier, an int as a literal, and a
+    psycopg.sql.Composable (say sql.Literal for a value in DDL, where bind parameters cannot go) as is.
+    """
+    try:
+        text = _statements(family)[name]
+    except KeyError:
+        known = ", ".join(sorted(_statements(family)))
+        raise KeyError(f"sql/{family}.sql has no statement {name!r} (it has: {known})") from None
+    template = sql.SQL(text)  # type: ignore[arg-type]  # text comes from our own files
+    if not parts:
+        return template
+    return template.format(**{key: _composable(value) for key, value in parts.items()})
+
+
+def _composable(value: str | int | sql.Composable) -> sql.Composable:
+    if isinstance(value, sql.Composable):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise TypeError(f"cannot place {value!r} in SQL")
+    if isinstance(value, int):
+        return sql.Literal(value)
+    return sql.Identifier(*value.split("."))

@@ -1,0 +1,72 @@
+-- Raw records: staging, set-based upsert by content hash, tombstones, quarantine and the file ledger.
+
+-- name: create_staging
+CREATE TEMP TABLE staged_raw_records (
+    line_no               integer NOT NULL,
+    connector_id          text NOT NULL,
+    connector_instance_id text NOT NULL,
+    stream                text NOT NULL,
+    record_key            text NOT NULL,
+    fields                jsonb NOT NULL,
+    updated_at            timestamptz NOT NULL,
+    deleted               boolean NOT NULL,
+    content_sha256        bytea NOT NULL
+) ON COMMIT DROP;
+
+-- name: copy_staging
+COPY staged_raw_records (line_no, connector_id, connector_instance_id, stream, record_key, fields,
+                         updated_at, deleted, content_sha256) FROM STDIN;
+
+-- name: upsert_from_staging
+-- The same key twice in one batch: the newest updated_at wins, then the later line. A stored record
+-- newer than the incoming one is kept. Returns (inserted, updated, deleted).
+WITH latest AS (
+    SELECT DISTINCT ON (connector_instance_id, stream, record_key) *
+    FROM staged_raw_records
+    ORDER BY connector_instance_id, stream, record_key, updated_at DESC, line_no DESC
+), upserted AS (
+    INSERT INTO semindex.raw_records AS r
+        (connector_id, connector_instance_id, stream, record_key, fields, updated_at, deleted, content_sha256)
+    SELECT connector_id, connector_instance_id, stream, record_key, fields, updated_at, deleted, content_sha256
+    FROM latest
+    ON CONFLICT (connector_instance_id, stream, record_key) DO UPDATE
+        SET connector_id   = EXCLUDED.connector_id,
+            fields         = EXCLUDED.fields,
+            updated_at     = EXCLUDED.updated_at,
+            deleted        = EXCLUDED.deleted,
+            content_sha256 = EXCLUDED.content_sha256,
+            changed_at     = now()
+        WHERE r.content_sha256 IS DISTINCT FROM EXCLUDED.content_sha256
+          AND r.updated_at <= EXCLUDED.updated_at
+    RETURNING (xmax = 0) AS inserted, deleted, connector_instance_id, stream
+), dirtied AS (
+    INSERT INTO semindex.retained_size_projection AS p (connector_instance_id, stream, dirty)
+    SELECT DISTINCT connector_instance_id, stream, true FROM upserted
+    ON CONFLICT (connector_instance_id, stream) DO UPDATE SET dirty = true
+)
+SELECT count(*) FILTER (WHERE inserted AND NOT deleted),
+       count(*) FILTER (WHERE NOT inserted AND NOT deleted),
+       count(*) FILTER (WHERE deleted)
+FROM upserted;
+
+-- name: drop_staging
+DROP TABLE IF EXISTS staged_raw_records;
+
+-- name: insert_quarantine
+INSERT INTO semindex.quarantined_records (source_file, source_sha256, line_no, reason, raw_excerpt)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (source_sha256, line_no) DO NOTHING;
+
+-- name: file_already_ingested
+SELECT 1 FROM semindex.ingested_files WHERE source_sha256 = %s;
+
+-- name: mark_file_ingested
+INSERT INTO semindex.ingested_files (source_sha256, source_file, line_count)
+VALUES (%s, %s, %s)
+ON CONFLICT (source_sha256) DO UPDATE SET ingested_at = now(), source_file = EXCLUDED.source_file;
+
+-- name: live_count
+SELECT count(*) FROM semindex.raw_records WHERE NOT deleted;
+
+-- name: quarantine_count
+SELECT count(*) FROM semindex.quarantined_records;

@@ -1,0 +1,82 @@
+-- One vector table per embedding version, so each version has its own HNSW graph and a query
+-- touches only its own rows. {vectors} is semindex.chunk_vectors_v<version_id>.
+
+-- name: create_table
+CREATE TABLE IF NOT EXISTS {vectors} (
+    chunk_id              bigint PRIMARY KEY REFERENCES semindex.chunks (chunk_id) ON DELETE CASCADE,
+    connector_instance_id text NOT NULL,
+    stream                text NOT NULL,
+    record_key            text NOT NULL,
+    content_sha256        bytea NOT NULL,
+    embedding             vector({dimensions}) NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {scope_index} ON {vectors} (connector_instance_id, stream, record_key);
+CREATE INDEX IF NOT EXISTS {content_index} ON {vectors} (content_sha256);
+INSERT INTO semindex.embedding_backfill (version_id) VALUES ({version_id}) ON CONFLICT DO NOTHING;
+
+-- name: column_type
+SELECT format_type(a.atttypid, a.atttypmod)
+FROM pg_attribute a
+WHERE a.attrelid = to_regclass(%s) AND a.attname = 'embedding' AND NOT a.attisdropped;
+
+-- name: watermark
+SELECT watermark, encoded_texts, reused_vectors FROM semindex.embedding_backfill WHERE version_id = %s;
+
+-- name: pending_count
+SELECT count(*) FROM semindex.chunks WHERE chunk_id > %s;
+
+-- name: pending_batch
+SELECT chunk_id, content_sha256, content FROM semindex.chunks
+WHERE chunk_id > %s ORDER BY chunk_id LIMIT %s;
+
+-- name: texts_with_vectors
+SELECT DISTINCT content_sha256 FROM {vectors} WHERE content_sha256 = ANY(%s);
+
+-- name: create_staging
+CREATE TEMP TABLE staged_vectors (
+    content_sha256 bytea NOT NULL,
+    embedding      vector NOT NULL
+) ON COMMIT DROP;
+
+-- name: copy_staging
+COPY staged_vectors (content_sha256, embedding) FROM STDIN WITH (FORMAT BINARY);
+
+-- name: insert_batch
+-- Every chunk of the batch that still exists gets the vector of its text: freshly encoded (staged)
+-- or shared from a chunk with the same content hash that already has one.
+INSERT INTO {vectors} (chunk_id, connector_instance_id, stream, record_key, content_sha256, embedding)
+SELECT c.chunk_id, c.connector_instance_id, c.stream, c.record_key, c.content_sha256,
+       coalesce(s.embedding, shared.embedding)
+FROM semindex.chunks AS c
+LEFT JOIN staged_vectors AS s ON s.content_sha256 = c.content_sha256
+LEFT JOIN LATERAL (
+    SELECT v.embedding FROM {vectors} AS v
+    WHERE s.content_sha256 IS NULL AND v.content_sha256 = c.content_sha256
+    LIMIT 1
+) AS shared ON true
+WHERE c.chunk_id = ANY(%(chunk_ids)s)
+  AND coalesce(s.embedding, shared.embedding) IS NOT NULL
+ON CONFLICT (chunk_id) DO NOTHING;
+
+-- name: advance_watermark
+UPDATE semindex.embedding_backfill
+SET watermark = %(through)s,
+    encoded_texts = encoded_texts + %(encoded)s,
+    reused_vectors = reused_vectors + %(reused)s,
+    updated_at = now()
+WHERE version_id = %(version_id)s AND watermark = %(after)s;
+
+-- name: mark_sources_dirty
+INSERT INTO semindex.retained_size_projection AS p (connector_instance_id, stream, dirty)
+SELECT DISTINCT connector_instance_id, stream, true FROM semindex.chunks
+WHERE chunk_id > %(after)s AND chunk_id <= %(through)s
+ON CONFLICT (connector_instance_id, stream) DO UPDATE SET dirty = true;
+
+-- name: count
+SELECT count(*) FROM {vectors};
+
+-- name: table_bytes
+SELECT pg_total_relation_size(%s::regclass);
+
+-- name: drop_table
+DROP TABLE IF EXISTS {vectors};
