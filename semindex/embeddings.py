@@ -155,15 +155,20 @@ def backfill(
     progress_emit: Callable[[str], None] | None = None,
 ) -> BackfillReport:
     """Encode and store vectors for every chunk above the version's watermark."""
+    with db.connection() as conn:
+        state = conn.execute(statement("vectors", "watermark"), (version.version_id,)).fetchone()
+        watermark = state[0] if state else 0
+        pending = conn.execute(statement("vectors", "pending_count"), (watermark,)).fetchone()[0]
+    report = BackfillReport(version.version_key)
+    if state is not None and pending == 0:
+        # Nothing to write, so no need to load (and probe) the model: a no-op re-run stays cheap.
+        _finish_backfill(db, version, report)
+        return report
     encoder = encoder or load_encoder(version.encoder_name)
     check_encoder_dimensions(encoder, version)
     ensure_vector_table(db, version)
     with db.connection() as conn:
-        watermark = conn.execute(statement("vectors", "watermark"), (version.version_id,)).fetchone()[0]
-        pending = conn.execute(statement("vectors", "pending_count"), (watermark,)).fetchone()[0]
-        if pending:
-            conn.execute(statement("embedding_versions", "set_state"), ("backfilling", version.version_id))
-    report = BackfillReport(version.version_key)
+        conn.execute(statement("embedding_versions", "set_state"), ("backfilling", version.version_id))
     progress = ProgressReporter(f"embed {version.version_key}", pending, progress_emit)
     while True:
         with db.connection() as conn:
@@ -216,14 +221,18 @@ def backfill(
         report.reused_vectors += len(rows) - len(to_encode)
         report.batches += 1
         progress.advance(len(rows))
+    progress.finish()
+    _finish_backfill(db, version, report)
+    report.seconds = progress.elapsed
+    return report
+
+
+def _finish_backfill(db: Database, version: EmbeddingVersion, report: BackfillReport) -> None:
     with db.connection() as conn:
         conn.execute(statement("embedding_versions", "set_state"), ("ready", version.version_id))
         report.activated = conn.execute(
             statement("embedding_versions", "activate_if_none_active"), (version.version_id,)
         ).rowcount == 1
-    progress.finish()
-    report.seconds = progress.elapsed
-    return report
 
 
 def vector_count(db: Database, version: EmbeddingVersion) -> int:

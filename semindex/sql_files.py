@@ -3,7 +3,7 @@
 Each file holds one statement family; a statement starts at a `-- name: <name>` line and runs to
 the next one. Table names that vary (one vector table per embedding version) are written as
 `{placeholders}` and filled with `psycopg.sql.Identifier`, never with string formatting; values are
-always bind parameters.
+always bind parameters. Every statement is a template, so a literal brace is written `{{` or `}}`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _statements(family: str) -> dict[str, str]:
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
-def statement(family: str, name: str, **parts: str | int | sql.Composable) -> sql.Composed | sql.SQL:
+def statement(family: str, name: str, **parts: str | int | sql.Composable) -> sql.Composed:
     """The statement `name` of sql/<family>.sql with its `{placeholders}` filled safely.
 
     A str fills in as a (possibly schema-qualified) identifier, an int as a literal, and a
@@ -41,8 +41,6 @@ def statement(family: str, name: str, **parts: str | int | sql.Composable) -> sq
         known = ", ".join(sorted(_statements(family)))
         raise KeyError(f"sql/{family}.sql has no statement {name!r} (it has: {known})") from None
     template = sql.SQL(text)  # type: ignore[arg-type]  # text comes from our own files
-    if not parts:
-        return template
     return template.format(**{key: _composable(value) for key, value in parts.items()})
 
 

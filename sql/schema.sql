@@ -67,7 +67,7 @@ CREATE INDEX IF NOT EXISTS chunks_scope ON semindex.chunks (connector_instance_i
 
 CREATE TABLE IF NOT EXISTS semindex.embedding_versions (
     version_id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    version_key       text NOT NULL UNIQUE CHECK (version_key ~ '^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$'),
+    version_key       text NOT NULL UNIQUE CHECK (version_key ~ '^[A-Za-z0-9][A-Za-z0-9._@-]{{0,62}}$'),
     encoder_name      text NOT NULL,
     encoder_revision  text NOT NULL,
     dimensions        integer NOT NULL CHECK (dimensions BETWEEN 1 AND 16000),
@@ -95,7 +95,7 @@ CREATE TABLE IF NOT EXISTS semindex.retained_size_projection (
     stream                text NOT NULL,
     record_count          bigint NOT NULL DEFAULT 0,
     chunk_count           bigint NOT NULL DEFAULT 0,
-    embedded_counts       jsonb NOT NULL DEFAULT '{}'::jsonb,
+    embedded_counts       jsonb NOT NULL DEFAULT '{{}}'::jsonb,
     bytes                 bigint NOT NULL DEFAULT 0,
     -- set by every write that changes the source; search trusts only clean rows.
     dirty                 boolean NOT NULL DEFAULT true,

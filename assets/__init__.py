@@ -1,0 +1,1 @@
+"""Software-defined assets, one module per pipeline stage. Each is a thin call into the library."""

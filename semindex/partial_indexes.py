@@ -1,0 +1,105 @@
+"""Stage 7, the partial-index set: partial HNSW indexes for hot sources of one embedding version.
+
+Sources in the medium-large band (by default at least 10,000 vectors, at most 10% of the version's
+vectors, at most 8 sources) get a filtered graph of their own; a source that leaves the band loses
+it. Index names are derived from a hash of the source, and the source's values reach the DDL only
+as quoted literals, so any connector id, however odd, yields a safe name and predicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from psycopg import sql
+
+from semindex.database import Database
+from semindex.embeddings import EmbeddingVersion
+from semindex.indexes import OPCLASS_BY_METRIC, HnswParameters, IndexBuild, concurrently_keyword, drop_index, ensure_index
+from semindex.sql_files import statement
+
+
+@dataclass(frozen=True)
+class HotSourceBand:
+    min_rows: int = 10_000
+    max_share: float = 0.10
+    max_sources: int = 8
+
+    def __post_init__(self) -> None:
+        if self.min_rows < 1:
+            raise ValueError(f"min_rows={self.min_rows} must be at least 1")
+        if not 0 < self.max_share <= 1:
+            raise ValueError(f"max_share={self.max_share} must be in (0, 1]")
+        if self.max_sources < 0:
+            raise ValueError(f"max_sources={self.max_sources} must not be negative")
+
+
+@dataclass
+class PartialIndexReport:
+    members: list[dict] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    builds: list[IndexBuild] = field(default_factory=list)
+
+
+def partial_index_name(version: EmbeddingVersion, connector_instance_id: str, stream: str) -> str:
+    digest = hashlib.sha256(json.dumps([connector_instance_id, stream]).encode("utf-8")).hexdigest()[:16]
+    return f"{version.table_name}_hot_{digest}"
+
+
+def sync_partial_indexes(
+    db: Database, version: EmbeddingVersion, band: HotSourceBand, parameters: HnswParameters
+) -> PartialIndexReport:
+    report = PartialIndexReport()
+    with db.connection() as conn:
+        desired = conn.execute(
+            statement("partial_indexes", "band_members"),
+            {
+                "version_key": version.version_key,
+                "min_rows": band.min_rows,
+                "max_share": band.max_share,
+                "max_sources": band.max_sources,
+            },
+        ).fetchall()
+        managed = conn.execute(statement("partial_indexes", "managed"), (version.version_id,)).fetchall()
+    wanted = {partial_index_name(version, instance, stream): (instance, stream, rows) for instance, stream, rows in desired}
+    for instance, stream, index_name, _ in managed:
+        if index_name not in wanted:
+            drop_index(db, index_name)
+            with db.connection() as conn:
+                conn.execute(statement("partial_indexes", "forget_member"), (index_name,))
+            report.dropped.append(index_name)
+    for index_name, (instance, stream, rows) in wanted.items():
+
+        def create(concurrently: bool, instance: str = instance, stream: str = stream, index_name: str = index_name):
+            return statement(
+                "indexes",
+                "create_partial_hnsw",
+                concurrently=concurrently_keyword(concurrently),
+                index=index_name,
+                vectors=version.vectors_table,
+                opclass=sql.SQL(OPCLASS_BY_METRIC[version.distance_metric]),
+                m=parameters.m,
+                ef_construction=parameters.ef_construction,
+                connector_instance_id=sql.Literal(instance),
+                stream=sql.Literal(stream),
+            )
+
+        build = ensure_index(
+            db, index_name, create, concurrently=True, maintenance_work_mem=parameters.maintenance_work_mem
+        )
+        report.builds.append(build)
+        if build.action != "exists":
+            report.created.append(index_name)
+        with db.connection() as conn:
+            conn.execute(
+                statement("partial_indexes", "record_member"), (version.version_id, instance, stream, index_name, rows)
+            )
+        report.members.append({"connector_instance_id": instance, "stream": stream, "rows": rows, "index": index_name})
+    return report
+
+
+def managed_partial_indexes(db: Database, version: EmbeddingVersion) -> list[str]:
+    with db.connection() as conn:
+        return [row[2] for row in conn.execute(statement("partial_indexes", "managed"), (version.version_id,))]

@@ -1,0 +1,49 @@
+"""Stage 6, retained-size projection: per (connector_instance_id, stream) the current record count,
+chunk count, embedded count per version, bytes, a dirty flag and computed_at.
+
+Search uses clean rows as cheap cardinality estimates, so every writer marks the sources it touches
+dirty, and this stage recomputes exactly the dirty ones with set-based GROUP BYs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from semindex.database import Database
+from semindex.embeddings import all_versions
+from semindex.sql_files import statement
+
+
+@dataclass(frozen=True)
+class SourceSize:
+    connector_instance_id: str
+    stream: str
+    record_count: int
+    chunk_count: int
+    embedded_counts: dict[str, int]
+    bytes: int
+    dirty: bool
+    computed_at: object
+
+
+def refresh_projection(db: Database) -> int:
+    """Recompute the dirty sources; returns how many were recomputed."""
+    versions = [version for version in all_versions(db) if version.state != "retired"]
+    with db.connection() as conn:
+        dirty = conn.execute(statement("retained_size", "lock_dirty")).fetchall()
+        if not dirty:
+            return 0
+        params = {"instances": [row[0] for row in dirty], "streams": [row[1] for row in dirty]}
+        conn.execute(statement("retained_size", "recompute_counts"), params)
+        for version in versions:
+            conn.execute(
+                statement("retained_size", "add_version_counts", vectors=version.vectors_table),
+                {**params, "version_key": version.version_key, "dimensions": version.dimensions},
+            )
+        conn.execute(statement("retained_size", "mark_clean"), params)
+    return len(dirty)
+
+
+def projection(db: Database) -> list[SourceSize]:
+    with db.connection() as conn:
+        return [SourceSize(*row) for row in conn.execute(statement("retained_size", "all"))]

@@ -1,0 +1,49 @@
+-- Index management: advisory locks, validity, and serial builds with raised maintenance memory.
+-- {concurrently} is either empty or CONCURRENTLY.
+
+-- name: lock
+SELECT pg_advisory_lock(hashtext('semindex.index:' || %s));
+
+-- name: try_lock
+SELECT pg_try_advisory_lock(hashtext('semindex.index:' || %s));
+
+-- name: unlock
+SELECT pg_advisory_unlock(hashtext('semindex.index:' || %s));
+
+-- name: validity
+-- (index name, valid) for the named indexes in the semindex schema that exist.
+SELECT c.relname, i.indisvalid AND i.indisready
+FROM pg_index AS i
+JOIN pg_class AS c ON c.oid = i.indexrelid
+JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = 'semindex' AND c.relname = ANY(%s);
+
+-- name: drop
+DROP INDEX {concurrently} IF EXISTS {index};
+
+-- name: raise_build_memory
+-- Parallel builds need /dev/shm at least as large as maintenance_work_mem and die in small
+-- containers, so builds run serially.
+SELECT set_config('maintenance_work_mem', %s, false), set_config('max_parallel_maintenance_workers', '0', false);
+
+-- name: reset_build_memory
+RESET maintenance_work_mem;
+RESET max_parallel_maintenance_workers;
+
+-- name: create_hnsw
+CREATE INDEX {concurrently} IF NOT EXISTS {index} ON {vectors}
+USING hnsw (embedding {opclass}) WITH (m = {m}, ef_construction = {ef_construction});
+
+-- name: create_partial_hnsw
+CREATE INDEX {concurrently} IF NOT EXISTS {index} ON {vectors}
+USING hnsw (embedding {opclass}) WITH (m = {m}, ef_construction = {ef_construction})
+WHERE connector_instance_id = {connector_instance_id} AND stream = {stream};
+
+-- name: create_lexical_gin
+-- Every lexical query filters by connector instance and stream: one scope-shaped GIN (btree_gin)
+-- answers the scope and the text match together.
+CREATE INDEX {concurrently} IF NOT EXISTS {index} ON semindex.chunks
+USING gin (connector_instance_id, stream, document);
+
+-- name: definition
+SELECT pg_get_indexdef(to_regclass(%s));
