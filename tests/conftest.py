@@ -1,0 +1,82 @@
+"""Fixtures: one embedded PostgreSQL per test session (never the developer's own), a fresh
+database per test, and small real-text corpora cut from the bundled sample."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from semindex.sample_corpus import SAMPLE_CORPUS_PATH
+
+
+@pytest.fixture(scope="session")
+def semindex_home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("semindex-home")
+    os.environ["SEMINDEX_HOME"] = str(home)
+    os.environ.pop("DATABASE_URL", None)
+    return home
+
+
+@pytest.fixture(scope="session")
+def server_url(semindex_home) -> str:
+    from semindex.database import embedded_database_url
+
+    return embedded_database_url(semindex_home)
+
+
+def _database_url(server_url: str, name: str) -> str:
+    base, _, query = server_url.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}?{query}"
+
+
+@pytest.fixture
+def database_url(server_url) -> str:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield _database_url(server_url, name)
+    from semindex import database as database_module
+
+    opened = database_module._open_databases.pop(_database_url(server_url, name), None)
+    if opened:
+        opened.close()
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db(database_url):
+    from semindex.database import open_database
+
+    return open_database(database_url)
+
+
+def sample_records(per_stream: int) -> list[dict]:
+    """The first `per_stream` records of every stream of the bundled sample (3 connectors, 7 streams)."""
+    by_stream: dict[str, list[dict]] = defaultdict(list)
+    with SAMPLE_CORPUS_PATH.open(encoding="utf-8") as handle:
+        for line in handle:
+            record = json.loads(line)
+            bucket = by_stream[f"{record['connector_instance_id']}/{record['stream']}"]
+            if len(bucket) < per_stream:
+                bucket.append(record)
+    return list(itertools.chain.from_iterable(by_stream.values()))
+
+
+def write_jsonl(path: Path, records: list[dict | str]) -> Path:
+    with path.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write((record if isinstance(record, str) else json.dumps(record, ensure_ascii=False)) + "\n")
+    return path
+
+
+@pytest.fixture
+def small_corpus(tmp_path) -> Path:
+    return write_jsonl(tmp_path / "small.jsonl", sample_records(per_stream=12))
