@@ -110,3 +110,9 @@ def test_semindex_dev_serves_the_ui_on_the_same_database(semindex_home):
     finally:
         os.killpg(dev.pid, 15)
         dev.wait(timeout=30)
+
+
+def test_ci_runs_the_readme_test_command():
+    readme_commands = re.findall(r"```bash\n(.+?)\n```", (PROJECT / "README.md").read_text())
+    ci_script = (PROJECT / ".ci" / "run").read_text().strip().splitlines()
+    assert ci_script[-1] == readme_commands[1]
