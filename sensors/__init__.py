@@ -1,4 +1,4 @@
-"""Sensors. The inbox sensor starts an index run when new JSONL files land in SEMINDEX_HOME/inbox."""
+"""Sensors. The inbox sensor starts an index run when JSONL files land in SEMINDEX_HOME/inbox."""
 
 from __future__ import annotations
 
@@ -6,26 +6,32 @@ import json
 
 import dagster as dg
 
+from resources import PostgresResource
 from semindex.settings import semindex_home
 
 
+def inbox_state() -> dict[str, list[int]]:
+    inbox = semindex_home() / "inbox"
+    if not inbox.is_dir():
+        return {}
+    return {path.name: [path.stat().st_size, path.stat().st_mtime_ns] for path in sorted(inbox.glob("*.jsonl"))}
+
+
 @dg.sensor(job_name="index_pipeline", minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.STOPPED)
-def inbox_sensor(context: dg.SensorEvaluationContext):
-    """Requests one index run per new state of the inbox. The cursor holds the files already seen
-    (name, size, mtime), and the run key carries a counter, because Dagster remembers run keys
-    forever and would silently drop a second request for the same key."""
-    from semindex.database import open_database
+def inbox_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
+    """One index run per new state of the inbox, for the active embedding version.
+
+    The cursor holds the files already seen (name, size, mtime) and a request counter that goes into
+    the run key: Dagster remembers run keys forever and silently drops a repeated one.
+    """
     from semindex.embeddings import active_version
 
     seen = json.loads(context.cursor) if context.cursor else {"files": {}, "requests": 0}
-    inbox = semindex_home() / "inbox"
-    current = {
-        path.name: [path.stat().st_size, path.stat().st_mtime_ns] for path in sorted(inbox.glob("*.jsonl"))
-    } if inbox.is_dir() else {}
+    current = inbox_state()
     changed = sorted(name for name, state in current.items() if seen["files"].get(name) != state)
     if not changed:
-        return dg.SkipReason(f"no new or changed files in {inbox}")
-    version = active_version(open_database())
+        return dg.SkipReason("no new or changed files in the inbox")
+    version = active_version(postgres.database())
     if version is None:
         return dg.SkipReason("no active embedding version yet: run `semindex run` first")
     requests = seen["requests"] + 1
