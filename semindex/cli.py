@@ -29,14 +29,12 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _print_hits(hits, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps([hit.as_dict() for hit in hits], ensure_ascii=False, indent=2))
-        return
+def _print_hits(hits) -> None:
     if not hits:
         print("no hits")
     for rank, hit in enumerate(hits, start=1):
-        print(f"{rank:>3}. {hit.score:.3f}  {hit.connector_instance_id}/{hit.stream}/{hit.record_key} [{hit.field}#{hit.chunk_no}]")
+        scores = " ".join(f"{mode}={value:.3f}" for mode, value in hit.scores.items())
+        print(f"{rank:>3}. {hit.connector_instance_id}/{hit.stream}/{hit.record_key} [{hit.field}#{hit.chunk_no}]  {scores}")
         print(f"      {hit.snippet}")
 
 
@@ -58,7 +56,7 @@ def command_run(args: argparse.Namespace) -> int:
         print(f"checks failed: {', '.join(failed_checks)}", file=sys.stderr)
         return 1
     print(f"\nindexed; run {result.run_id}. Sample search: {args.query!r}")
-    _print_hits(semantic_search(open_database(), args.query, k=args.k, version_key=args.version), as_json=False)
+    _print_hits(semantic_search(open_database(), args.query, k=args.k, version_key=args.version))
     return 0
 
 
@@ -101,14 +99,28 @@ def command_ingest(args: argparse.Namespace) -> int:
 
 def command_search(args: argparse.Namespace) -> int:
     from semindex.database import open_database
-    from semindex.search import semantic_search
+    from semindex.search import Scope, SearchRequest, search
 
+    request = SearchRequest(
+        args.query,
+        mode=args.mode,
+        k=args.k,
+        scope=Scope(tuple(args.connector_instance), tuple(args.stream), tuple(args.field), tuple(args.record_key)),
+        version_key=args.version,
+        lexical_window=args.lexical_window,
+        fusion=args.fusion,
+    )
     try:
-        hits = semantic_search(open_database(), args.query, k=args.k, version_key=args.version)
+        response = search(open_database(), request)
     except (LookupError, ValueError) as error:
         print(f"semindex search: {error}", file=sys.stderr)
         return 2
-    _print_hits(hits, args.json)
+    if args.json:
+        print(json.dumps(response.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        _print_hits(response.hits)
+        print(f"\nplans: {response.meta.get('semantic_plans', {})}  lexical: {response.meta.get('lexical')}  "
+              f"timings (ms): {response.meta['timings_ms']}")
     return 0
 
 
@@ -173,13 +185,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = verbs.add_parser(
         "search",
-        help="semantic search over the active embedding version",
-        description="Encodes QUERY with the active version's encoder and returns the nearest chunks.",
+        help="lexical, semantic or hybrid search",
+        description="Searches the index. lexical: websearch syntax (\"quoted phrase\", or, -not) over a "
+        "scoped full-text index; semantic: nearest chunks by meaning under the active embedding "
+        "version; hybrid (default): both, fused by reciprocal rank. Scope flags repeat and combine; "
+        "nothing outside the scope ever comes back.",
+        epilog="examples:\n"
+        "  semindex search 'election results' --mode semantic --k 5\n"
+        "  semindex search '\"world cup\" -cricket' --mode lexical --stream sport --json\n"
+        "  semindex search 'budget' --connector-instance bbc --stream business --stream politics",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     search.add_argument("query", metavar="QUERY")
-    search.add_argument("--k", type=int, default=10, help="number of hits, 1..100 (default: %(default)s)")
-    search.add_argument("--json", action="store_true", help="print hits as JSON")
+    search.add_argument("--mode", choices=["lexical", "semantic", "hybrid"], default="hybrid",
+                        help="default: %(default)s")
+    search.add_argument("--k", type=int, default=25, help="number of hits, 1..100 (default: %(default)s)")
+    search.add_argument("--connector-instance", action="append", default=[], metavar="ID",
+                        help="restrict to this connector instance (repeatable)")
+    search.add_argument("--stream", action="append", default=[], metavar="NAME", help="restrict to this stream (repeatable)")
+    search.add_argument("--field", action="append", default=[], metavar="NAME", help="restrict to this field (repeatable)")
+    search.add_argument("--record-key", action="append", default=[], metavar="KEY",
+                        help="restrict to these records (repeatable; exact paths)")
     search.add_argument("--version", default=None, help="embedding version key (default: the active one)")
+    search.add_argument("--lexical-window", type=int, default=200,
+                        help="lexical candidate window before ranking, 100..10000 (default: %(default)s)")
+    search.add_argument("--fusion", choices=["rrf", "interleave"], default="rrf", help="hybrid fusion (default: %(default)s)")
+    search.add_argument("--json", action="store_true", help="print hits and meta as JSON")
     search.set_defaults(handler=command_search)
     return parser
 

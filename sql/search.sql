@@ -1,17 +1,86 @@
--- Semantic search over one embedding version.
+-- Search: the per-source planner's inputs, and the lexical and semantic paths.
+-- Every query carries the scope as bind parameters; an empty array means "no restriction" only
+-- for fields and record keys, never for the source itself.
+
+-- name: sources_in_scope
+-- Every source the scope can see, with its clean vector count for this version (NULL = unknown)
+-- and its hot partial index when it has one. Writers insert a (dirty) projection row in the same
+-- transaction as the records, so every source with data is listed.
+SELECT p.connector_instance_id, p.stream,
+       CASE WHEN p.dirty THEN NULL ELSE (p.embedded_counts ->> %(version_key)s)::bigint END AS vector_estimate,
+       h.index_name
+FROM semindex.retained_size_projection AS p
+LEFT JOIN semindex.partial_hnsw_indexes AS h
+       ON h.version_id = %(version_id)s AND h.connector_instance_id = p.connector_instance_id AND h.stream = p.stream
+WHERE (cardinality(%(instances)s::text[]) = 0 OR p.connector_instance_id = ANY(%(instances)s::text[]))
+  AND (cardinality(%(streams)s::text[]) = 0 OR p.stream = ANY(%(streams)s::text[]))
+ORDER BY p.connector_instance_id, p.stream;
+
+-- name: version_total
+SELECT coalesce(sum((embedded_counts ->> %s)::bigint), 0) FROM semindex.retained_size_projection WHERE NOT dirty;
 
 -- name: ann_settings
--- hnsw.iterative_scan (pgvector 0.8) keeps scanning the graph until enough rows pass the filters.
-SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', 'strict_order', true);
+-- hnsw.iterative_scan (pgvector 0.8) keeps walking the graph until enough rows pass the filter.
+SELECT set_config('hnsw.ef_search', %s, true),
+       set_config('hnsw.iterative_scan', 'strict_order', true),
+       set_config('hnsw.max_scan_tuples', %s, true);
 
--- name: semantic_top_k
-WITH nearest AS (
-    SELECT chunk_id, embedding {operator} %(query)s AS distance
-    FROM {vectors}
-    ORDER BY embedding {operator} %(query)s
-    LIMIT %(k)s
+-- name: semantic_exact
+-- Two sort keys: the HNSW index cannot serve this ORDER BY, so the plan is an exact scoped scan,
+-- in exact distance order with ties broken by record key.
+SELECT chunk_id, record_key, field, embedding {operator} %(query)s AS distance
+FROM {vectors}
+WHERE connector_instance_id = %(instance)s AND stream = %(stream)s
+  AND (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
+  AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]))
+ORDER BY distance, record_key, chunk_id
+LIMIT %(limit)s;
+
+-- name: semantic_ann
+-- One sort key so the planner can walk the version's HNSW graph, or the source's partial graph
+-- whose predicate these equalities imply; the scope is applied in the database.
+SELECT chunk_id, record_key, field, embedding {operator} %(query)s AS distance
+FROM {vectors}
+WHERE connector_instance_id = %(instance)s AND stream = %(stream)s
+  AND (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
+ORDER BY embedding {operator} %(query)s
+LIMIT %(limit)s;
+
+-- name: semantic_global_ann
+-- No scope at all: one walk of the version's graph instead of one per source.
+SELECT chunk_id, record_key, field, embedding {operator} %(query)s AS distance
+FROM {vectors}
+ORDER BY embedding {operator} %(query)s
+LIMIT %(limit)s;
+
+-- name: chunk_details
+SELECT chunk_id, connector_id, connector_instance_id, stream, record_key, field, chunk_no, content
+FROM semindex.chunks WHERE chunk_id = ANY(%s);
+
+-- name: lexical_settings
+-- Parallel workers need /dev/shm and died on broad terms in small containers (SQLSTATE 53100).
+SELECT set_config('max_parallel_workers_per_gather', '0', true);
+
+-- name: lexical_source
+-- A bounded candidate window from the scoped GIN match, then rank and snippet over the window only.
+-- %(window)s is NULL on the exact path (record keys given: the caller bounded the candidates).
+WITH query AS (
+    SELECT websearch_to_tsquery('simple', %(query)s) AS tsq
+), candidates AS MATERIALIZED (
+    SELECT c.chunk_id
+    FROM semindex.chunks AS c, query
+    WHERE c.connector_instance_id = %(instance)s AND c.stream = %(stream)s AND c.document @@ query.tsq
+      AND (cardinality(%(fields)s::text[]) = 0 OR c.field = ANY(%(fields)s::text[]))
+      AND (cardinality(%(record_keys)s::text[]) = 0 OR c.record_key = ANY(%(record_keys)s::text[]))
+    LIMIT %(window)s
+), ranked AS (
+    SELECT c.chunk_id, c.record_key, ts_rank_cd(c.document, query.tsq) AS rank,
+           (SELECT count(*) FROM candidates) AS candidate_count
+    FROM candidates JOIN semindex.chunks AS c USING (chunk_id), query
+    ORDER BY rank DESC, c.record_key, c.chunk_id
+    LIMIT %(limit)s
 )
-SELECT c.connector_id, c.connector_instance_id, c.stream, c.record_key, c.field, c.chunk_no,
-       c.content, nearest.distance
-FROM nearest JOIN semindex.chunks AS c USING (chunk_id)
-ORDER BY nearest.distance, c.record_key, c.chunk_id;
+SELECT ranked.chunk_id, ranked.rank, ranked.candidate_count,
+       ts_headline('simple', c.content, query.tsq, 'MaxFragments=1, MaxWords=35, MinWords=12') AS snippet
+FROM ranked JOIN semindex.chunks AS c USING (chunk_id), query
+ORDER BY ranked.rank DESC, ranked.record_key, ranked.chunk_id;

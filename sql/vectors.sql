@@ -7,6 +7,7 @@ CREATE TABLE IF NOT EXISTS {vectors} (
     connector_instance_id text NOT NULL,
     stream                text NOT NULL,
     record_key            text NOT NULL,
+    field                 text NOT NULL,
     content_sha256        bytea NOT NULL,
     embedding             vector({dimensions}) NOT NULL
 );
@@ -44,8 +45,8 @@ COPY staged_vectors (content_sha256, embedding) FROM STDIN WITH (FORMAT BINARY);
 -- name: insert_batch
 -- Every chunk of the batch that still exists gets the vector of its text: freshly encoded (staged)
 -- or shared from a chunk with the same content hash that already has one.
-INSERT INTO {vectors} (chunk_id, connector_instance_id, stream, record_key, content_sha256, embedding)
-SELECT c.chunk_id, c.connector_instance_id, c.stream, c.record_key, c.content_sha256,
+INSERT INTO {vectors} (chunk_id, connector_instance_id, stream, record_key, field, content_sha256, embedding)
+SELECT c.chunk_id, c.connector_instance_id, c.stream, c.record_key, c.field, c.content_sha256,
        coalesce(s.embedding, shared.embedding)
 FROM semindex.chunks AS c
 LEFT JOIN staged_vectors AS s ON s.content_sha256 = c.content_sha256

@@ -74,11 +74,15 @@ def test_cli_ingest_runs_through_dagster_on_postgres_storage_then_search(seminde
 
     sync_chunks(db, ChunkingParameters())
     backfill(db, register_version(db, "cli-tiny", "hashing-64", 64))
-    search = subprocess.run([*SEMINDEX, "search", "BBC news", "--k", "3", "--json", "--version", "cli-tiny"],
+    search = subprocess.run([*SEMINDEX, "search", "BBC news", "--mode", "semantic", "--k", "3", "--json",
+                             "--version", "cli-tiny", "--connector-instance", "bbc"],
                             env=env, capture_output=True, text=True, timeout=60)
     assert search.returncode == 0, search.stderr
-    hits = json.loads(search.stdout)
-    assert len(hits) == 3 and {"connector_instance_id", "stream", "record_key", "snippet", "score"} <= set(hits[0])
+    response = json.loads(search.stdout)
+    hits = response["hits"]
+    assert len(hits) == 3 and {"connector_instance_id", "stream", "record_key", "snippet", "scores", "ranks"} <= set(hits[0])
+    assert {hit["connector_instance_id"] for hit in hits} == {"bbc"}
+    assert set(response["meta"]["semantic_plans"]) == {f"bbc/{s}" for s in ("business", "entertainment", "politics", "sport", "tech")}
 
     bad = subprocess.run([*SEMINDEX, "search", "x", "--k", "500"], env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "k=500 must be between 1 and 100" in bad.stderr
