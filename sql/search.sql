@@ -26,13 +26,18 @@ SELECT set_config('hnsw.ef_search', %s, true),
        set_config('hnsw.max_scan_tuples', %s, true);
 
 -- name: semantic_exact
--- Two sort keys: the HNSW index cannot serve this ORDER BY, so the plan is an exact scoped scan,
--- in exact distance order with ties broken by record key.
-SELECT chunk_id, record_key, field, embedding {operator} %(query)s AS distance
-FROM {vectors}
-WHERE connector_instance_id = %(instance)s AND stream = %(stream)s
-  AND (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
-  AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]))
+-- The scoped rows are materialized first, so no index can order them: an HNSW scan with an
+-- incremental sort on top (which PostgreSQL does pick for this ORDER BY) would under-return under a
+-- filter. Exact distance order, ties broken by record key.
+WITH scoped AS MATERIALIZED (
+    SELECT chunk_id, record_key, field, embedding {operator} %(query)s AS distance
+    FROM {vectors}
+    WHERE connector_instance_id = %(instance)s AND stream = %(stream)s
+      AND (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
+      AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]))
+)
+SELECT chunk_id, record_key, field, distance
+FROM scoped
 ORDER BY distance, record_key, chunk_id
 LIMIT %(limit)s;
 

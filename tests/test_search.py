@@ -313,3 +313,22 @@ def test_overscan_adapts_to_the_page():
 def test_bad_requests_name_the_value(corpus_db, request_kwargs, message):
     with pytest.raises(ValueError, match=message):
         Searcher(corpus_db).search(SearchRequest("q", **request_kwargs))
+
+
+def test_the_exact_path_never_walks_an_hnsw_graph(synthetic_db):
+    # PostgreSQL will happily serve "ORDER BY distance, record_key" with an HNSW scan plus an
+    # incremental sort, which under-returns under a filter; the exact path must not allow it.
+    from psycopg import sql as psycopg_sql
+
+    from semindex.sql_files import statement
+
+    db, version, loaded, centers = synthetic_db
+    query = clustered_vectors(np.random.default_rng(5), 1, version.dimensions, centers)[0]
+    exact = statement("search", "semantic_exact", vectors=version.vectors_table, operator=psycopg_sql.SQL("<=>"))
+    for instance in ("small", "medium", "large"):
+        with db.connection() as conn:
+            plan = "\n".join(row[0] for row in conn.execute(
+                psycopg_sql.SQL("EXPLAIN ") + exact,
+                {"query": query, "instance": instance, "stream": "s", "fields": [], "record_keys": [], "limit": 25},
+            ))
+        assert "hnsw" not in plan.lower(), plan
