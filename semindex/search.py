@@ -306,32 +306,34 @@ class Searcher:
     # ---- lexical -----------------------------------------------------------------------------
     def _lexical(self, request: SearchRequest, meta: dict) -> list[Hit]:
         started = time.perf_counter()
-        sources = self._lexical_sources(request.scope)
-        window = None if request.scope.record_keys else request.lexical_window
+        scope = request.scope
+        window = None if scope.record_keys else request.lexical_window
         limit = semantic_overscan(request.k)
+        # No instance or stream in the scope: one query over every source; otherwise one per source.
+        sources = self._lexical_sources(scope) if scope.connector_instance_ids or scope.streams else [None]
 
-        def run(source: tuple[str, str]):
+        def run(source: tuple[str, str] | None):
+            params = {
+                "query": request.query,
+                "fields": list(scope.fields),
+                "record_keys": list(scope.record_keys),
+                "window": window,
+                "limit": limit,
+            }
+            name = "lexical_global"
+            if source is not None:
+                params.update(instance=source[0], stream=source[1])
+                name = "lexical_source"
             with self.db.connection() as conn:
                 conn.execute(statement("search", "lexical_settings"))
-                return conn.execute(
-                    statement("search", "lexical_source"),
-                    {
-                        "query": request.query,
-                        "instance": source[0],
-                        "stream": source[1],
-                        "fields": list(request.scope.fields),
-                        "record_keys": list(request.scope.record_keys),
-                        "window": window,
-                        "limit": limit,
-                    },
-                ).fetchall()
+                return conn.execute(statement("search", name), params).fetchall()
 
         results = self.fanout.map(run, sources)
         rows = []
         windowed = []
         for source, source_rows in zip(sources, results, strict=True):
             if window is not None and source_rows and source_rows[0][2] >= window:
-                windowed.append(f"{source[0]}/{source[1]}")
+                windowed.append("*" if source is None else f"{source[0]}/{source[1]}")
             rows.extend(source_rows)
         meta["lexical"] = {
             "windowed": bool(windowed),

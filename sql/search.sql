@@ -89,3 +89,27 @@ SELECT ranked.chunk_id, ranked.rank, ranked.candidate_count,
        ts_headline('simple', c.content, query.tsq, 'MaxFragments=1, MaxWords=35, MinWords=12') AS snippet
 FROM ranked JOIN semindex.chunks AS c USING (chunk_id), query
 ORDER BY ranked.rank DESC, ranked.record_key, ranked.chunk_id;
+
+-- name: lexical_global
+-- No source in the scope: one windowed match over the scoped GIN (a multicolumn GIN index serves a
+-- condition on any subset of its columns), instead of one query per source.
+WITH query AS (
+    SELECT websearch_to_tsquery('simple', %(query)s) AS tsq
+), candidates AS MATERIALIZED (
+    SELECT c.chunk_id
+    FROM semindex.chunks AS c, query
+    WHERE c.document @@ query.tsq
+      AND (cardinality(%(fields)s::text[]) = 0 OR c.field = ANY(%(fields)s::text[]))
+      AND (cardinality(%(record_keys)s::text[]) = 0 OR c.record_key = ANY(%(record_keys)s::text[]))
+    LIMIT %(window)s
+), ranked AS (
+    SELECT c.chunk_id, c.record_key, ts_rank_cd(c.document, query.tsq) AS rank,
+           (SELECT count(*) FROM candidates) AS candidate_count
+    FROM candidates JOIN semindex.chunks AS c USING (chunk_id), query
+    ORDER BY rank DESC, c.record_key, c.chunk_id
+    LIMIT %(limit)s
+)
+SELECT ranked.chunk_id, ranked.rank, ranked.candidate_count,
+       ts_headline('simple', c.content, query.tsq, 'MaxFragments=1, MaxWords=35, MinWords=12') AS snippet
+FROM ranked JOIN semindex.chunks AS c USING (chunk_id), query
+ORDER BY ranked.rank DESC, ranked.record_key, ranked.chunk_id;

@@ -332,3 +332,12 @@ def test_the_exact_path_never_walks_an_hnsw_graph(synthetic_db):
                 {"query": query, "instance": instance, "stream": "s", "fields": [], "record_keys": [], "limit": 25},
             ))
         assert "hnsw" not in plan.lower(), plan
+
+
+def test_unscoped_lexical_search_is_one_windowed_query_over_every_source(corpus_db):
+    response = Searcher(corpus_db).search(SearchRequest("the", mode="lexical", k=30, lexical_window=100))
+    assert response.meta["lexical"]["windowed_sources"] == ["*"]
+    assert len(response.hits) == 30
+    assert len({hit.connector_instance_id for hit in response.hits}) >= 1
+    scores = [hit.scores["lexical"] for hit in response.hits]
+    assert scores == sorted(scores, reverse=True)
