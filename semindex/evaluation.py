@@ -32,19 +32,21 @@ def hnsw_recall(
         sample = [row[0] for row in conn.execute(
             statement("quality", "query_sample", vectors=version.vectors_table), (percent, queries)
         )]
-        recalls = []
-        for query in sample:
-            with conn.transaction():
-                conn.execute(statement("quality", "set_ef_search"), (str(ef_search),))
-                approximate = [row[1] for row in conn.execute(top_k, (query, query, k))]
-            with conn.transaction():
-                conn.execute(statement("quality", "exact_scan"))
-                exact = [row[1] for row in conn.execute(top_k, (query, query, k))]
-            if exact:
-                # Counted by distance, not id: repeated texts share a vector, and any of the tied
-                # chunks is an equally correct answer.
-                kth = exact[-1] + 1e-6
-                recalls.append(sum(1 for distance in approximate if distance <= kth) / len(exact))
+    recalls = []
+    for query in sample:
+        # Each side in a transaction of its own: the exact side's SET LOCAL must not leak into the
+        # approximate side (inside one transaction it would survive a savepoint's release).
+        with db.connection() as conn:
+            conn.execute(statement("quality", "set_ef_search"), (str(ef_search),))
+            approximate = [row[1] for row in conn.execute(top_k, (query, query, k))]
+        with db.connection() as conn:
+            conn.execute(statement("quality", "exact_scan"))
+            exact = [row[1] for row in conn.execute(top_k, (query, query, k))]
+        if exact:
+            # Counted by distance, not id: repeated texts share a vector, and any of the tied
+            # chunks is an equally correct answer.
+            kth = exact[-1] + 1e-6
+            recalls.append(sum(1 for distance in approximate if distance <= kth) / len(exact))
     if not recalls:
         return Verdict(False, f"version {version.version_key!r} has no vectors to query", {"queries": 0})
     recall = sum(recalls) / len(recalls)

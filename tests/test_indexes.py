@@ -24,14 +24,39 @@ def loaded(db, tmp_path):
 
 def test_an_index_left_invalid_by_an_interrupted_build_is_rebuilt(db, database_url, loaded):
     version = loaded
-    # Interrupt a real concurrent build: the statement timeout cancels it and leaves the index invalid.
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("SET statement_timeout = '30ms'")
-        with pytest.raises(psycopg.errors.QueryCanceled):
-            conn.execute(
-                f"CREATE INDEX CONCURRENTLY {version.hnsw_index_name} ON {version.vectors_table} "
-                "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 200)"
-            )
+    # Interrupt a real concurrent build, deterministically: an open snapshot makes CREATE INDEX
+    # CONCURRENTLY wait after it has created the (not yet valid) index, and we cancel it there.
+    failure = {}
+    with psycopg.connect(database_url) as reader:
+        reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        reader.execute(f"SELECT count(*) FROM {version.vectors_table}")
+
+        def build():
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                conn.execute("SET application_name = 'interrupted_build'")
+                try:
+                    conn.execute(
+                        f"CREATE INDEX CONCURRENTLY {version.hnsw_index_name} ON {version.vectors_table} "
+                        "USING hnsw (embedding vector_cosine_ops)"
+                    )
+                except psycopg.errors.QueryCanceled as error:
+                    failure["error"] = error
+
+        builder = threading.Thread(target=build)
+        builder.start()
+        with psycopg.connect(database_url, autocommit=True) as watcher:
+            for _ in range(600):
+                waiting = watcher.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'interrupted_build' "
+                    "AND wait_event_type = 'Lock'"
+                ).fetchone()
+                if waiting:
+                    watcher.execute("SELECT pg_cancel_backend(%s)", (waiting[0],))
+                    break
+                threading.Event().wait(0.05)
+            builder.join(timeout=60)
+        reader.rollback()
+    assert "error" in failure
     assert indexes.index_validity(db, [version.hnsw_index_name]) == {version.hnsw_index_name: False}
 
     build = indexes.build_hnsw(db, version, PARAMETERS)
@@ -120,3 +145,15 @@ def test_the_partial_index_set_adds_and_drops_members_even_for_an_adversarial_co
     third = sync_partial_indexes(db, version, HotSourceBand(min_rows=10_000), PARAMETERS)
     assert third.members == [] and third.dropped == [evil_index]
     assert indexes.index_validity(db, [evil_index]) == {evil_index: None}
+
+
+def test_the_recall_gate_fails_a_poor_index_and_passes_a_good_one(db, loaded):
+    from semindex.evaluation import hnsw_recall
+
+    version = loaded
+    indexes.build_hnsw(db, version, PARAMETERS)
+    good = hnsw_recall(db, version, queries=50, ef_search=100)
+    # ef_search 1 walks almost nothing of the graph: fewer and worse neighbours than exact search.
+    poor = hnsw_recall(db, version, queries=50, ef_search=1)
+    assert good.passed and good.diagnostics["recall"] >= 0.95
+    assert not poor.passed and poor.diagnostics["recall"] < 0.5
