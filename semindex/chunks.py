@@ -44,26 +44,41 @@ def sync_chunks(
     while True:
         with db.connection() as conn:
             rows = conn.execute(statement("chunks", "pending_batch"), (after_record_id, batch_size)).fetchall()
-            if not rows:
-                break
-            after_record_id = rows[-1][0]
+        if not rows:
+            break
+        after_record_id = rows[-1][0]
+        # Cut the chunks outside any transaction: tokenising a batch takes a while and must not
+        # hold a snapshot open.
+        cut = {
+            record_id: []
+            if deleted
+            else chunk_record_fields(instance, stream, record_key, fields, parameters)
+            for record_id, _, _, instance, stream, record_key, fields, deleted in rows
+        }
+        by_id = {row[0]: row for row in rows}
+        with db.connection() as conn:
+            conn.execute(statement("chunks", "writer_lock"))
+            unchanged = [
+                row[0]
+                for row in conn.execute(
+                    statement("chunks", "lock_unchanged"), ([row[0] for row in rows], [row[1] for row in rows])
+                )
+            ]
             conn.execute(statement("chunks", "create_staging"))
             with conn.cursor().copy(statement("chunks", "copy_staging")) as copy:
-                for record_id, connector_id, instance, stream, record_key, fields, deleted in rows:
-                    if deleted:
-                        continue
-                    for chunk in chunk_record_fields(instance, stream, record_key, fields, parameters):
+                for record_id in unchanged:
+                    _, _, connector_id, instance, stream, record_key, _, _ = by_id[record_id]
+                    for chunk in cut[record_id]:
                         copy.write_row(
                             (record_id, connector_id, instance, stream, record_key, chunk.field,
                              chunk.chunk_no, chunk.content, chunk.content_sha256, chunk.semantic_key)
                         )
-            record_ids = [row[0] for row in rows]
-            removed = conn.execute(statement("chunks", "delete_stale"), (record_ids,)).rowcount
+            removed = conn.execute(statement("chunks", "delete_stale"), (unchanged,)).rowcount
             added = conn.execute(statement("chunks", "insert_new")).rowcount
             staged = conn.execute(statement("chunks", "staged_count")).fetchone()[0]
-            conn.execute(statement("chunks", "mark_records_chunked"), (record_ids,))
-            conn.execute(statement("chunks", "drop_staging"))
-        report.records += len(rows)
+            conn.execute(statement("chunks", "mark_records_chunked"), (unchanged,))
+        # A record edited since it was read stays pending and is cut again on the next run.
+        report.records += len(unchanged)
         report.chunks_removed += removed
         report.chunks_added += added
         report.chunks_kept += staged - added

@@ -96,7 +96,8 @@ def register_version(
     dimensions: int = 384,
     distance_metric: str = "cosine",
 ) -> EmbeddingVersion:
-    """Register a version (idempotent) and create its vector table."""
+    """Register a version (idempotent). Its vector table is created by the first backfill, after the
+    encoder's output dimension has been checked."""
     if distance_metric not in METRICS:
         raise ValueError(f"distance metric {distance_metric!r} is not one of {', '.join(METRICS)}")
     with db.connection() as conn:
@@ -111,11 +112,14 @@ def register_version(
             },
         )
     version = get_version(db, version_key)
-    declared = (version.encoder_name, version.dimensions, version.distance_metric)
-    if declared != (encoder_name, dimensions, distance_metric):
+    declared = (version.encoder_name, version.encoder_revision, version.dimensions, version.distance_metric)
+    wanted = (encoder_name, encoder_revision(encoder_name), dimensions, distance_metric)
+    if declared != wanted:
+        # A new model revision writes different vectors: mixing them into one version would make
+        # its index answer with two encoders at once.
         raise ValueError(
             f"embedding version {version_key!r} is already registered as {declared}, "
-            f"not {(encoder_name, dimensions, distance_metric)}; register the change under a new version key"
+            f"not {wanted}; register the change under a new version key"
         )
     return version
 
@@ -165,6 +169,11 @@ def backfill(
         _finish_backfill(db, version, report)
         return report
     encoder = encoder or load_encoder(version.encoder_name)
+    if encoder.revision != version.encoder_revision:
+        raise ValueError(
+            f"encoder {version.encoder_name!r} is at revision {encoder.revision!r}, but embedding version "
+            f"{version.version_key!r} was registered with {version.encoder_revision!r}; register a new version"
+        )
     check_encoder_dimensions(encoder, version)
     ensure_vector_table(db, version)
     with db.connection() as conn:
@@ -195,10 +204,19 @@ def backfill(
                 copy.set_types(["bytea", "vector"])
                 for sha, vector in zip(to_encode, vectors, strict=True):
                     copy.write_row((sha, vector))
-            conn.execute(
-                statement("vectors", "insert_batch", vectors=version.vectors_table),
-                {"chunk_ids": [row[0] for row in rows]},
-            )
+            chunk_ids = [row[0] for row in rows]
+            insert_batch = statement("vectors", "insert_batch", vectors=version.vectors_table)
+            conn.execute(insert_batch, {"chunk_ids": chunk_ids})
+            orphans = dict(conn.execute(
+                statement("vectors", "still_without_vector", vectors=version.vectors_table), (chunk_ids,)
+            ).fetchall())
+            if orphans:  # rare: encode them now, inside the batch, so the watermark never skips one
+                with conn.cursor().copy(statement("vectors", "copy_staging")) as copy:
+                    copy.set_types(["bytea", "vector"])
+                    for sha, vector in zip(orphans, encoder.encode(list(orphans.values())), strict=True):
+                        copy.write_row((sha, vector))
+                conn.execute(insert_batch, {"chunk_ids": chunk_ids})
+                to_encode.update(orphans)
             advanced = conn.execute(
                 statement("vectors", "advance_watermark"),
                 {
@@ -233,6 +251,11 @@ def _finish_backfill(db: Database, version: EmbeddingVersion, report: BackfillRe
         report.activated = conn.execute(
             statement("embedding_versions", "activate_if_none_active"), (version.version_id,)
         ).rowcount == 1
+
+
+def has_vector_table(db: Database, version: EmbeddingVersion) -> bool:
+    with db.connection() as conn:
+        return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (version.vectors_table,)).fetchone()[0]
 
 
 def vector_count(db: Database, version: EmbeddingVersion) -> int:

@@ -52,18 +52,22 @@ class SentenceTransformerEncoder:
         return np.asarray(vectors, dtype=np.float32)
 
 
+_models: dict[str, object] = {}
 _model_lock = threading.Lock()
 
 
-@functools.cache
 def _load_sentence_transformer(model_path: str):
-    # No hub access exists here or in CI: the model ships inside a pip package.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    """Each model once per process, even when several threads ask for it at the same moment."""
     with _model_lock:
-        from sentence_transformers import SentenceTransformer
+        model = _models.get(model_path)
+        if model is None:
+            # No hub access exists here or in CI: the model ships inside a pip package.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            from sentence_transformers import SentenceTransformer
 
-        return SentenceTransformer(model_path, device="cpu")
+            model = _models[model_path] = SentenceTransformer(model_path, device="cpu")
+        return model
 
 
 class HashingEncoder:

@@ -204,7 +204,6 @@ def upsert_records(db: Database, records: list[tuple[int, RawRecord]]) -> Ingest
                     )
                 )
         counts = conn.execute(statement("raw_records", "upsert_from_staging")).fetchone()
-        conn.execute(statement("raw_records", "drop_staging"))
     inserted, updated, deleted = counts
     report.inserted, report.updated, report.deleted = inserted, updated, deleted
     report.unchanged = len(records) - inserted - updated - deleted

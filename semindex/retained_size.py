@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from semindex.database import Database
-from semindex.embeddings import all_versions
+from semindex.embeddings import all_versions, has_vector_table
 from semindex.sql_files import statement
 
 
@@ -28,7 +28,8 @@ class SourceSize:
 
 def refresh_projection(db: Database) -> int:
     """Recompute the dirty sources; returns how many were recomputed."""
-    versions = [version for version in all_versions(db) if version.state != "retired"]
+    # A version registered but never backfilled has no table yet, and nothing to count.
+    versions = [v for v in all_versions(db) if v.state != "retired" and has_vector_table(db, v)]
     with db.connection() as conn:
         dirty = conn.execute(statement("retained_size", "lock_dirty")).fetchall()
         if not dirty:

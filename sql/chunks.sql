@@ -4,11 +4,25 @@
 SELECT count(*) FROM semindex.raw_records WHERE chunked_sha256 IS DISTINCT FROM content_sha256;
 
 -- name: pending_batch
-SELECT record_id, connector_id, connector_instance_id, stream, record_key, fields, deleted
+SELECT record_id, content_sha256, connector_id, connector_instance_id, stream, record_key, fields, deleted
 FROM semindex.raw_records
 WHERE chunked_sha256 IS DISTINCT FROM content_sha256 AND record_id > %s
 ORDER BY record_id
 LIMIT %s;
+
+-- name: writer_lock
+-- One chunk writer at a time: chunk ids then commit in the order they were handed out, which the
+-- embedding backfill's watermark relies on.
+SELECT pg_advisory_xact_lock(hashtext('semindex.chunk_writer'));
+
+-- name: lock_unchanged
+-- The batch's records whose content is still what was read (and chunked); others stay pending.
+SELECT r.record_id
+FROM semindex.raw_records AS r
+JOIN unnest(%s::bigint[], %s::bytea[]) AS read(record_id, content_sha256) USING (record_id)
+WHERE r.content_sha256 = read.content_sha256
+ORDER BY r.record_id
+FOR NO KEY UPDATE OF r;
 
 -- name: create_staging
 CREATE TEMP TABLE staged_chunks (
@@ -55,10 +69,8 @@ WITH marked AS (
 )
 INSERT INTO semindex.retained_size_projection AS p (connector_instance_id, stream, dirty)
 SELECT DISTINCT connector_instance_id, stream, true FROM marked
+ORDER BY connector_instance_id, stream
 ON CONFLICT (connector_instance_id, stream) DO UPDATE SET dirty = true;
-
--- name: drop_staging
-DROP TABLE IF EXISTS staged_chunks;
 
 -- name: count
 SELECT count(*) FROM semindex.chunks;

@@ -42,15 +42,13 @@ WITH latest AS (
 ), dirtied AS (
     INSERT INTO semindex.retained_size_projection AS p (connector_instance_id, stream, dirty)
     SELECT DISTINCT connector_instance_id, stream, true FROM upserted
+    ORDER BY connector_instance_id, stream  -- every writer locks projection rows in one order
     ON CONFLICT (connector_instance_id, stream) DO UPDATE SET dirty = true
 )
 SELECT count(*) FILTER (WHERE inserted AND NOT deleted),
        count(*) FILTER (WHERE NOT inserted AND NOT deleted),
        count(*) FILTER (WHERE deleted)
 FROM upserted;
-
--- name: drop_staging
-DROP TABLE IF EXISTS staged_raw_records;
 
 -- name: insert_quarantine
 INSERT INTO semindex.quarantined_records (source_file, source_sha256, line_no, reason, raw_excerpt)

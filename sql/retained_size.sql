@@ -2,10 +2,11 @@
 -- source dirty; only dirty sources are recomputed, so the cost follows the change, not the table.
 
 -- name: lock_dirty
--- Row locks make a writer that marks a source dirty during the recompute wait, and so its mark
--- lands after (not under) our dirty = false.
+-- Row locks make a writer that marks a source dirty during the recompute wait, so its mark lands
+-- after (not under) our dirty = false. Rows a writer holds right now are skipped: they stay dirty
+-- for the next refresh, and the refresh never waits on (or deadlocks with) a writer.
 SELECT connector_instance_id, stream FROM semindex.retained_size_projection
-WHERE dirty ORDER BY connector_instance_id, stream FOR UPDATE;
+WHERE dirty ORDER BY connector_instance_id, stream FOR UPDATE SKIP LOCKED;
 
 -- name: recompute_counts
 WITH sources AS (

@@ -59,6 +59,13 @@ WHERE c.chunk_id = ANY(%(chunk_ids)s)
   AND coalesce(s.embedding, shared.embedding) IS NOT NULL
 ON CONFLICT (chunk_id) DO NOTHING;
 
+-- name: still_without_vector
+-- Chunks of the batch that are alive but got no vector: their text's only other copy was deleted
+-- between the read and this write, so there was nothing to share.
+SELECT c.content_sha256, c.content FROM semindex.chunks AS c
+WHERE c.chunk_id = ANY(%s)
+  AND NOT EXISTS (SELECT 1 FROM {vectors} AS v WHERE v.chunk_id = c.chunk_id);
+
 -- name: advance_watermark
 UPDATE semindex.embedding_backfill
 SET watermark = %(through)s,
@@ -71,6 +78,7 @@ WHERE version_id = %(version_id)s AND watermark = %(after)s;
 INSERT INTO semindex.retained_size_projection AS p (connector_instance_id, stream, dirty)
 SELECT DISTINCT connector_instance_id, stream, true FROM semindex.chunks
 WHERE chunk_id > %(after)s AND chunk_id <= %(through)s
+ORDER BY connector_instance_id, stream
 ON CONFLICT (connector_instance_id, stream) DO UPDATE SET dirty = true;
 
 -- name: count
@@ -79,5 +87,3 @@ SELECT count(*) FROM {vectors};
 -- name: table_bytes
 SELECT pg_total_relation_size(%s::regclass);
 
--- name: drop_table
-DROP TABLE IF EXISTS {vectors};
