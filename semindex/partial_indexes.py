@@ -16,7 +16,7 @@ from psycopg import sql
 
 from semindex.database import Database
 from semindex.embeddings import EmbeddingVersion
-from semindex.indexes import OPCLASS_BY_METRIC, HnswParameters, IndexBuild, concurrently_keyword, drop_index, ensure_index
+from semindex.indexes import OPCLASS_BY_METRIC, HnswParameters, concurrently_keyword, drop_index, ensure_index
 from semindex.sql_files import statement
 
 
@@ -40,7 +40,6 @@ class PartialIndexReport:
     members: list[dict] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
-    builds: list[IndexBuild] = field(default_factory=list)
 
 
 def partial_index_name(version: EmbeddingVersion, connector_instance_id: str, stream: str) -> str:
@@ -66,9 +65,10 @@ def sync_partial_indexes(
     wanted = {partial_index_name(version, instance, stream): (instance, stream, rows) for instance, stream, rows in desired}
     for instance, stream, index_name, _ in managed:
         if index_name not in wanted:
-            drop_index(db, index_name)
+            # Forget first: the planner must stop choosing the index before it disappears.
             with db.connection() as conn:
                 conn.execute(statement("partial_indexes", "forget_member"), (index_name,))
+            drop_index(db, index_name)
             report.dropped.append(index_name)
     for index_name, (instance, stream, rows) in wanted.items():
 
@@ -89,7 +89,6 @@ def sync_partial_indexes(
         build = ensure_index(
             db, index_name, create, concurrently=True, maintenance_work_mem=parameters.maintenance_work_mem
         )
-        report.builds.append(build)
         if build.action != "exists":
             report.created.append(index_name)
         with db.connection() as conn:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import weakref
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -239,7 +240,8 @@ class Searcher:
                 rows.extend(source_rows)
         meta["semantic_plans"] = plans
         rows.sort(key=lambda row: (_finite(row[3]), row[1], row[0]))
-        return self._hydrate_semantic(rows[:k])
+        # Hydrate before trimming, so a chunk deleted between the two reads does not shorten the page.
+        return self._hydrate_semantic(rows[:limit])[:k]
 
     def _query_params(self, query, source: Source, scope: Scope, limit: int) -> dict:
         return {
@@ -255,8 +257,8 @@ class Searcher:
         params = self._query_params(query, source, scope, limit)
         operator = distance_operator(version)
         if plan in ("ann", "partial"):
-            window = self.planner.candidate_window
-            for ef_search in (max(window, limit), self.planner.max_ef_search):
+            first_window = max(self.planner.candidate_window, limit)
+            for ef_search in sorted({first_window, max(first_window, self.planner.max_ef_search)}):
                 with self.db.connection() as conn:
                     conn.execute(statement("search", "ann_settings"), (str(ef_search), str(max(20_000, 100 * ef_search))))
                     rows = conn.execute(
@@ -342,14 +344,17 @@ class Searcher:
             "path": "exact" if window is None else "windowed",
         }
         details = self._chunk_details([row[0] for row in rows])
-        snippets = {row[0]: row[3] for row in rows}
         ranked = sorted(
             (row for row in rows if row[0] in details),
             key=lambda row: (-row[1], details[row[0]][4], row[0]),
         )[: request.k]
+        with self.db.connection() as conn:
+            snippets = dict(conn.execute(
+                statement("search", "lexical_snippets"), (request.query, [row[0] for row in ranked])
+            ).fetchall())
         hits = []
-        for rank, (chunk_id, score, _, _) in enumerate(ranked, start=1):
-            hit = _hit_from_detail(details[chunk_id], snippets[chunk_id])
+        for rank, (chunk_id, score, _) in enumerate(ranked, start=1):
+            hit = _hit_from_detail(details[chunk_id], snippets.get(chunk_id) or _snippet(details[chunk_id][7]))
             hit.scores = {"lexical": float(score)}
             hit.ranks = {"lexical": rank}
             hits.append(hit)
@@ -367,7 +372,9 @@ class Searcher:
 
     # ---- hybrid ------------------------------------------------------------------------------
     def _hybrid(self, request: SearchRequest, meta: dict) -> list[Hit]:
-        deep = replace(request, k=min(MAX_K, semantic_overscan(request.k)))
+        # Each mode returns chunks, and fusion keeps one per record: ask each for more than a page
+        # (the public maximum) so records with several matching chunks do not shorten it.
+        deep = replace(request, k=MAX_K)
         lexical_result: dict = {}
         lexical_meta = {"timings_ms": meta["timings_ms"]}
 
@@ -457,14 +464,17 @@ def _snippet(content: str, length: int = 200) -> str:
     return content if len(content) <= length else content[: length - 1].rstrip() + "…"
 
 
-_searchers: dict[int, Searcher] = {}
+_searchers: weakref.WeakKeyDictionary[Database, Searcher] = weakref.WeakKeyDictionary()
 _searchers_lock = threading.Lock()
 
 
 def searcher_for(db: Database) -> Searcher:
     """The process-wide Searcher of a Database (so its query-vector cache is shared)."""
     with _searchers_lock:
-        return _searchers.setdefault(id(db), Searcher(db))
+        searcher = _searchers.get(db)
+        if searcher is None:
+            searcher = _searchers[db] = Searcher(db)
+        return searcher
 
 
 def search(db: Database, request: SearchRequest) -> SearchResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import dagster as dg
@@ -21,8 +22,9 @@ def inbox_state() -> dict[str, list[int]]:
 def inbox_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
     """One index run per new state of the inbox, for the active embedding version.
 
-    The cursor holds the files already seen (name, size, mtime) and a request counter that goes into
-    the run key: Dagster remembers run keys forever and silently drops a repeated one.
+    The cursor holds the files already seen (name, size, mtime) and a request counter. Dagster
+    remembers run keys forever and silently drops a repeated one, so the key carries the counter
+    and a hash of the inbox state: a reset cursor cannot make it repeat.
     """
     from semindex.embeddings import active_version
 
@@ -36,8 +38,9 @@ def inbox_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource
         return dg.SkipReason("no active embedding version yet: run `semindex run` first")
     requests = seen["requests"] + 1
     context.update_cursor(json.dumps({"files": current, "requests": requests}))
+    state_hash = hashlib.sha256(json.dumps(current, sort_keys=True).encode()).hexdigest()[:12]
     return dg.RunRequest(
-        run_key=f"inbox-{requests}",
+        run_key=f"inbox-{requests}-{state_hash}",
         partition_key=version.version_key,
         tags={"semindex/inbox_files": ",".join(changed)[:200]},
     )

@@ -1,15 +1,16 @@
 -- The hot-source partial HNSW index set, per embedding version.
 
 -- name: band_members
--- Clean projection rows in the medium-large band: enough rows that the exact scan is slow, a small
--- enough share of the version that a partial graph is cheap to build, the largest first.
+-- Sources in the medium-large band: enough rows that the exact scan is slow, a small enough share
+-- of the version that a partial graph is cheap to build, the largest first. Counts are the last
+-- computed ones: a source that is merely dirty (written since) keeps its expensive index.
 WITH version_total AS (
     SELECT coalesce(sum((embedded_counts ->> %(version_key)s)::bigint), 0) AS total
     FROM semindex.retained_size_projection
 )
 SELECT p.connector_instance_id, p.stream, (p.embedded_counts ->> %(version_key)s)::bigint AS rows
 FROM semindex.retained_size_projection AS p, version_total
-WHERE NOT p.dirty
+WHERE p.computed_at IS NOT NULL
   AND (p.embedded_counts ->> %(version_key)s)::bigint >= %(min_rows)s
   AND (p.embedded_counts ->> %(version_key)s)::bigint <= %(max_share)s * version_total.total
 ORDER BY rows DESC, p.connector_instance_id, p.stream

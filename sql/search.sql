@@ -7,7 +7,9 @@
 -- and its hot partial index when it has one. Writers insert a (dirty) projection row in the same
 -- transaction as the records, so every source with data is listed.
 SELECT p.connector_instance_id, p.stream,
-       CASE WHEN p.dirty THEN NULL ELSE (p.embedded_counts ->> %(version_key)s)::bigint END AS vector_estimate,
+       -- The last computed count, even when the source has been written since: a stale estimate
+       -- only costs speed (a short ANN answer falls back to exact); NULL = never counted.
+       CASE WHEN p.computed_at IS NULL THEN NULL ELSE (p.embedded_counts ->> %(version_key)s)::bigint END AS vector_estimate,
        h.index_name
 FROM semindex.retained_size_projection AS p
 LEFT JOIN semindex.partial_hnsw_indexes AS h
@@ -17,13 +19,16 @@ WHERE (cardinality(%(instances)s::text[]) = 0 OR p.connector_instance_id = ANY(%
 ORDER BY p.connector_instance_id, p.stream;
 
 -- name: version_total
-SELECT coalesce(sum((embedded_counts ->> %s)::bigint), 0) FROM semindex.retained_size_projection WHERE NOT dirty;
+SELECT coalesce(sum((embedded_counts ->> %s)::bigint), 0) FROM semindex.retained_size_projection;
 
 -- name: ann_settings
 -- hnsw.iterative_scan (pgvector 0.8) keeps walking the graph until enough rows pass the filter.
+-- Custom plans only: a generic plan cannot prove a hot source's partial-index predicate from bind
+-- parameters, and would silently walk the version's whole graph instead.
 SELECT set_config('hnsw.ef_search', %s, true),
        set_config('hnsw.iterative_scan', 'strict_order', true),
-       set_config('hnsw.max_scan_tuples', %s, true);
+       set_config('hnsw.max_scan_tuples', %s, true),
+       set_config('plan_cache_mode', 'force_custom_plan', true);
 
 -- name: semantic_exact
 -- The scoped rows are materialized first, so no index can order them: an HNSW scan with an
@@ -67,7 +72,8 @@ FROM semindex.chunks WHERE chunk_id = ANY(%s);
 SELECT set_config('max_parallel_workers_per_gather', '0', true);
 
 -- name: lexical_source
--- A bounded candidate window from the scoped GIN match, then rank and snippet over the window only.
+-- A bounded candidate window from the scoped GIN match, then ranking over the window only
+-- (snippets are cut later, for the final page alone).
 -- %(window)s is NULL on the exact path (record keys given: the caller bounded the candidates).
 WITH query AS (
     SELECT websearch_to_tsquery('simple', %(query)s) AS tsq
@@ -78,17 +84,11 @@ WITH query AS (
       AND (cardinality(%(fields)s::text[]) = 0 OR c.field = ANY(%(fields)s::text[]))
       AND (cardinality(%(record_keys)s::text[]) = 0 OR c.record_key = ANY(%(record_keys)s::text[]))
     LIMIT %(window)s
-), ranked AS (
-    SELECT c.chunk_id, c.record_key, ts_rank_cd(c.document, query.tsq) AS rank,
-           (SELECT count(*) FROM candidates) AS candidate_count
-    FROM candidates JOIN semindex.chunks AS c USING (chunk_id), query
-    ORDER BY rank DESC, c.record_key, c.chunk_id
-    LIMIT %(limit)s
 )
-SELECT ranked.chunk_id, ranked.rank, ranked.candidate_count,
-       ts_headline('simple', c.content, query.tsq, 'MaxFragments=1, MaxWords=35, MinWords=12') AS snippet
-FROM ranked JOIN semindex.chunks AS c USING (chunk_id), query
-ORDER BY ranked.rank DESC, ranked.record_key, ranked.chunk_id;
+SELECT c.chunk_id, ts_rank_cd(c.document, query.tsq) AS rank, (SELECT count(*) FROM candidates) AS candidate_count
+FROM candidates JOIN semindex.chunks AS c USING (chunk_id), query
+ORDER BY rank DESC, c.record_key, c.chunk_id
+LIMIT %(limit)s;
 
 -- name: lexical_global
 -- No source in the scope: one windowed match over the scoped GIN (a multicolumn GIN index serves a
@@ -102,14 +102,14 @@ WITH query AS (
       AND (cardinality(%(fields)s::text[]) = 0 OR c.field = ANY(%(fields)s::text[]))
       AND (cardinality(%(record_keys)s::text[]) = 0 OR c.record_key = ANY(%(record_keys)s::text[]))
     LIMIT %(window)s
-), ranked AS (
-    SELECT c.chunk_id, c.record_key, ts_rank_cd(c.document, query.tsq) AS rank,
-           (SELECT count(*) FROM candidates) AS candidate_count
-    FROM candidates JOIN semindex.chunks AS c USING (chunk_id), query
-    ORDER BY rank DESC, c.record_key, c.chunk_id
-    LIMIT %(limit)s
 )
-SELECT ranked.chunk_id, ranked.rank, ranked.candidate_count,
-       ts_headline('simple', c.content, query.tsq, 'MaxFragments=1, MaxWords=35, MinWords=12') AS snippet
-FROM ranked JOIN semindex.chunks AS c USING (chunk_id), query
-ORDER BY ranked.rank DESC, ranked.record_key, ranked.chunk_id;
+SELECT c.chunk_id, ts_rank_cd(c.document, query.tsq) AS rank, (SELECT count(*) FROM candidates) AS candidate_count
+FROM candidates JOIN semindex.chunks AS c USING (chunk_id), query
+ORDER BY rank DESC, c.record_key, c.chunk_id
+LIMIT %(limit)s;
+
+-- name: lexical_snippets
+-- ts_headline re-parses the text, so it runs for the page's hits only.
+SELECT c.chunk_id, ts_headline('simple', c.content, websearch_to_tsquery('simple', %s),
+                               'MaxFragments=1, MaxWords=35, MinWords=12')
+FROM semindex.chunks AS c WHERE c.chunk_id = ANY(%s);

@@ -53,10 +53,17 @@ def test_every_verb_has_help():
         assert result.returncode == 0 and "usage: semindex" in result.stdout
 
 
-def test_cli_ingest_runs_through_dagster_on_postgres_storage_then_search(semindex_home, server_url, tmp_path):
-    env = _env(semindex_home)
+def test_db_url_prints_the_embedded_server_url(semindex_home, server_url):
+    env = {k: v for k, v in _env(semindex_home).items() if k != "DATABASE_URL"}
     url = subprocess.run([*SEMINDEX, "db", "url"], env=env, capture_output=True, text=True, timeout=60)
     assert url.returncode == 0 and url.stdout.strip() == server_url
+
+
+def test_cli_ingest_runs_through_dagster_on_postgres_storage_then_search(semindex_home, database_url, tmp_path):
+    # DATABASE_URL points the CLI at this test's own database, as it would at any external server.
+    env = {**_env(semindex_home), "DATABASE_URL": database_url}
+    url = subprocess.run([*SEMINDEX, "db", "url"], env=env, capture_output=True, text=True, timeout=60)
+    assert url.stdout.strip() == database_url
 
     corpus = write_jsonl(tmp_path / "in.jsonl", [*sample_records(per_stream=3), "{broken"])
     ingest = subprocess.run([*SEMINDEX, "ingest", str(corpus)], env=env, capture_output=True, text=True, timeout=180)
@@ -64,18 +71,18 @@ def test_cli_ingest_runs_through_dagster_on_postgres_storage_then_search(seminde
     assert json.loads(ingest.stdout.strip().splitlines()[-1]) == {
         "rows_added": 21, "rows_changed": 0, "rows_removed": 0, "unchanged": 0, "quarantined": 1,
     }
-    # The run was recorded by dagster-postgres in the same server.
-    with psycopg.connect(server_url) as conn:
-        assert conn.execute("SELECT count(*) FROM runs WHERE status = 'SUCCESS'").fetchone()[0] >= 1
+    # The run was recorded by dagster-postgres in the same database.
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM runs WHERE status = 'SUCCESS'").fetchone()[0] == 1
 
-    db = open_database(server_url)
+    db = open_database(database_url)
     from semindex.chunks import sync_chunks
     from semindex.chunking import ChunkingParameters
 
     sync_chunks(db, ChunkingParameters())
     backfill(db, register_version(db, "cli-tiny", "hashing-64", 64))
     search = subprocess.run([*SEMINDEX, "search", "BBC news", "--mode", "semantic", "--k", "3", "--json",
-                             "--version", "cli-tiny", "--connector-instance", "bbc"],
+                             "--connector-instance", "bbc"],
                             env=env, capture_output=True, text=True, timeout=60)
     assert search.returncode == 0, search.stderr
     response = json.loads(search.stdout)

@@ -157,7 +157,6 @@ def test_ann_paths_return_exactly_k_with_high_recall_at_every_selectivity(synthe
     searcher = Searcher(db, planner=PlannerSettings(exact_threshold=1_000))
     rng = np.random.default_rng(11)
     in_scope = [key for key in loaded if not instances or key[0] in instances]
-    keys = [k for key in in_scope for k in loaded[key][0]]
     matrix = np.concatenate([loaded[key][1] for key in in_scope]).astype(np.float64)
     recalls, plans = [], set()
     for query in clustered_vectors(rng, 25, version.dimensions, centers):
@@ -172,7 +171,6 @@ def test_ann_paths_return_exactly_k_with_high_recall_at_every_selectivity(synthe
         recalls.append(sum(d <= exact[-1] + 1e-6 for d in distances) / 10)
     assert plans == expected_plans
     assert np.mean(recalls) >= 0.95, f"recall@10 {np.mean(recalls):.3f} for scope {instances}"
-    assert len(keys) == sum(SIZES[key] for key in in_scope)
 
 
 def test_a_selective_filter_on_the_global_graph_never_returns_short(synthetic_db):
@@ -209,8 +207,10 @@ def test_no_hit_ever_falls_outside_its_scope(corpus_db, instances, streams, fiel
         assert not streams or hit.stream in streams
         assert not fields or hit.field in fields
         assert not record_keys or hit.record_key in record_keys
-    with corpus_db.connection() as conn:
-        assert conn.execute("SELECT count(*) FROM semindex.chunks").fetchone()[0] > 0
+    if mode == "semantic":  # and never short: k hits whenever k rows match the scope
+        version = embeddings.get_version(corpus_db, "hash-64")
+        matching = len(_stored(corpus_db, version, scope)[0])
+        assert len(response.hits) == min(20, matching)
 
 
 def test_lexical_ranking_is_windowed_for_a_very_common_term_and_exact_for_record_keys(corpus_db):
@@ -258,6 +258,14 @@ def test_twenty_concurrent_identical_queries_cause_one_encode(corpus_db, monkeyp
 
     monkeypatch.setattr(search_module, "load_encoder", lambda name: CountingEncoder())
     searcher = Searcher(corpus_db)
+    entered = threading.Semaphore(0)
+    real_get = searcher.cache.get
+
+    def counting_get(*args, **kwargs):
+        entered.release()
+        return real_get(*args, **kwargs)
+
+    searcher.cache.get = counting_get
     results = []
     threads = [
         threading.Thread(target=lambda: results.append(
@@ -266,6 +274,10 @@ def test_twenty_concurrent_identical_queries_cause_one_encode(corpus_db, monkeyp
     ]
     for thread in threads:
         thread.start()
+    # Release the first encode only once all 20 are inside the cache: none of them can have found a
+    # finished entry, so one encode means they waited on the one in flight.
+    for _ in range(20):
+        assert entered.acquire(timeout=30)
     gate.set()
     for thread in threads:
         thread.join(timeout=60)
@@ -338,6 +350,6 @@ def test_unscoped_lexical_search_is_one_windowed_query_over_every_source(corpus_
     response = Searcher(corpus_db).search(SearchRequest("the", mode="lexical", k=30, lexical_window=100))
     assert response.meta["lexical"]["windowed_sources"] == ["*"]
     assert len(response.hits) == 30
-    assert len({hit.connector_instance_id for hit in response.hits}) >= 1
     scores = [hit.scores["lexical"] for hit in response.hits]
     assert scores == sorted(scores, reverse=True)
+    assert all("<b>" in hit.snippet.lower() for hit in response.hits)

@@ -29,7 +29,7 @@ def test_inbox_sensor_requests_one_run_per_new_inbox_state(db, database_url, sem
         context = dg.build_sensor_context(instance=instance, resources=resources)
         request = inbox_sensor(context)
         assert isinstance(request, dg.RunRequest)
-        assert (request.run_key, request.partition_key) == ("inbox-1", "tiny")
+        assert request.run_key.startswith("inbox-1-") and request.partition_key == "tiny"
 
         # Same inbox, same cursor: nothing new.
         again = dg.build_sensor_context(instance=instance, resources=resources, cursor=context.cursor)
@@ -38,6 +38,11 @@ def test_inbox_sensor_requests_one_run_per_new_inbox_state(db, database_url, sem
         # A changed file gets a fresh run key, so Dagster does not drop it as a duplicate.
         write_jsonl(inbox / "a.jsonl", sample_records(per_stream=2))
         changed = dg.build_sensor_context(instance=instance, resources=resources, cursor=context.cursor)
-        assert inbox_sensor(changed).run_key == "inbox-2"
+        second = inbox_sensor(changed)
+        assert second.run_key.startswith("inbox-2-") and second.run_key[8:] != request.run_key[8:]
+
+        # Even with the cursor lost, the new state's key differs from every earlier one.
+        fresh = inbox_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        assert fresh.run_key.startswith("inbox-1-") and fresh.run_key != request.run_key
     for path in inbox.glob("*.jsonl"):
         path.unlink()
