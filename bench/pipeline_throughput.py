@@ -58,12 +58,12 @@ def timed(fn, *args, **kwargs):
     return time.perf_counter() - started, result
 
 
-def run_stages(db: Database, corpus: Path, version_key: str) -> dict[str, float]:
+def run_stages(db: Database, corpus: Path, version_key: str, encoder) -> dict[str, float]:
     seconds = {}
     seconds["ingest"], _ = timed(raw_records.ingest_file, db, corpus)
     seconds["chunks"], _ = timed(chunks.sync_chunks, db, ChunkingParameters())
     version = embeddings.register_version(db, version_key)
-    seconds["embeddings"], report = timed(embeddings.backfill, db, version, batch_size=1024)
+    seconds["embeddings"], report = timed(embeddings.backfill, db, version, batch_size=1024, encoder=encoder)
     seconds["vector_column"], _ = timed(finalize_vector_column, db, version)
     seconds["hnsw_index"], _ = timed(indexes.build_hnsw, db, version, indexes.HnswParameters())
     seconds["lexical_index"], _ = timed(indexes.build_lexical_index, db)
@@ -111,8 +111,8 @@ def main() -> None:
             corpus = Path(scratch) / "chitchat.jsonl"
             write_corpus(corpus, args.chunks)
 
-            first = run_stages(db, corpus, "bench-0")
-            rerun = run_stages(db, corpus, "bench-0")
+            first = run_stages(db, corpus, "bench-0", encoder)
+            rerun = run_stages(db, corpus, "bench-0", encoder)
             first_total = sum(v for k, v in first.items() if k != "encoded_texts")
             rerun_total = sum(v for k, v in rerun.items() if k != "encoded_texts")
             results["first_run_seconds"] = {k: round(v, 3) for k, v in first.items()}
@@ -134,7 +134,7 @@ def main() -> None:
                 bare_times.append(bare_seconds)
                 if repeat + 1 < args.repeats:
                     version = embeddings.register_version(db, f"bench-{repeat + 1}")
-                    seconds, _ = timed(embeddings.backfill, db, version, batch_size=1024)
+                    seconds, _ = timed(embeddings.backfill, db, version, batch_size=1024, encoder=encoder)
                     pipeline_times.append(seconds)
             pipeline = statistics.median(pipeline_times)
             bare = statistics.median(bare_times)

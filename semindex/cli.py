@@ -13,7 +13,7 @@ EXAMPLES = """\
 examples:
   semindex run                          index the bundled sample corpus, then search it
   semindex ingest mail.jsonl            add records, then `semindex run` to index them
-  semindex search "train delays" --k 5  semantic search over the active embedding version
+  semindex search "train delays" --k 5  hybrid (lexical + semantic) search; --mode to pick one
   semindex dev                          Dagster UI and daemon on the same database
   DATABASE_URL=postgresql://u@h/db semindex run   use an external PostgreSQL with pgvector 0.8
 
@@ -43,7 +43,11 @@ def command_run(args: argparse.Namespace) -> int:
     from semindex.orchestration import run_index_pipeline
     from semindex.search import semantic_search
 
-    result = run_index_pipeline(args.version)
+    try:
+        result = run_index_pipeline(args.version)
+    except LookupError as error:
+        print(f"semindex run: {error}", file=sys.stderr)
+        return 2
     failed_checks = [
         evaluation.check_name
         for evaluation in result.get_asset_check_evaluations()
@@ -185,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = verbs.add_parser(
         "search",
-        help="lexical, semantic or hybrid search",
+        help="lexical, semantic or hybrid search (default hybrid)",
         description="Searches the index. lexical: websearch syntax (\"quoted phrase\", or, -not) over a "
         "scoped full-text index; semantic: nearest chunks by meaning under the active embedding "
         "version; hybrid (default): both, fused by reciprocal rank. Scope flags repeat and combine; "

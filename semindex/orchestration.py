@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from semindex.database import open_database, resolve_database_url, sqlalchemy_psycopg2_url
-from semindex.embeddings import DEFAULT_VERSION_KEY, register_version
+from semindex.embeddings import DEFAULT_VERSION_KEY, get_version, register_version
 from semindex.settings import semindex_home
 
 PARTITIONS_NAME = "embedding_versions"
@@ -71,6 +71,8 @@ def run_index_pipeline(version_key: str = DEFAULT_VERSION_KEY, run_config: dict 
     db = open_database()
     if version_key == DEFAULT_VERSION_KEY:
         register_version(db)
+    else:
+        get_version(db, version_key)  # a clear LookupError for a version that was never registered
     instance = _instance()
     if not instance.has_dynamic_partition(PARTITIONS_NAME, version_key):
         instance.add_dynamic_partitions(PARTITIONS_NAME, [version_key])
