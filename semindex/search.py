@@ -232,12 +232,21 @@ class Searcher:
             with self.db.connection() as conn:
                 version_total = conn.execute(statement("search", "version_total"), (version.version_key,)).fetchone()[0]
             sources = self.sources(scope, version)
-            work = [(source, self.plan(source, scope, version_total)) for source in sources]
-            results = self.fanout.map(lambda item: self._run_source(version, query, scope, limit, *item), work)
-            rows = []
-            for (source, _), (source_rows, plan) in zip(work, results, strict=True):
-                plans[f"{source.connector_instance_id}/{source.stream}"] = plan
-                rows.extend(source_rows)
+            planned = [(source, self.plan(source, scope, version_total)) for source in sources]
+            # Sources planned "ann" share one walk of the version's graph; the others run one by one.
+            ann_group = [source for source, plan in planned if plan == "ann"]
+            tasks: list = [(source, plan) for source, plan in planned if plan != "ann"]
+            if ann_group:
+                tasks.append((tuple(ann_group), "ann"))
+            results = self.fanout.map(lambda task: self._run_task(version, query, scope, limit, *task), tasks)
+            rows, seen = [], set()
+            for (target, _), (task_rows, plan) in zip(tasks, results, strict=True):
+                for source in target if isinstance(target, tuple) else (target,):
+                    plans[f"{source.connector_instance_id}/{source.stream}"] = plan
+                for row in task_rows:
+                    if row[0] not in seen:
+                        seen.add(row[0])
+                        rows.append(row)
         meta["semantic_plans"] = plans
         rows.sort(key=lambda row: (_finite(row[3]), row[1], row[0]))
         # Hydrate before trimming, so a chunk deleted between the two reads does not shorten the page.
@@ -253,26 +262,41 @@ class Searcher:
             "limit": limit,
         }
 
-    def _run_source(self, version, query, scope: Scope, limit: int, source: Source, plan: str):
-        params = self._query_params(query, source, scope, limit)
+    def _run_task(self, version, query, scope: Scope, limit: int, target, plan: str):
+        """One source (exact or partial plan), or a group of sources sharing one graph walk."""
         operator = distance_operator(version)
         if plan in ("ann", "partial"):
+            if isinstance(target, tuple):
+                name = "semantic_ann_group"
+                params = {
+                    "query": query,
+                    "instances": sorted({source.connector_instance_id for source in target}),
+                    "streams": sorted({source.stream for source in target}),
+                    "fields": list(scope.fields),
+                    "limit": limit,
+                }
+            else:
+                name = "semantic_ann"
+                params = self._query_params(query, target, scope, limit)
             first_window = max(self.planner.candidate_window, limit)
             for ef_search in sorted({first_window, max(first_window, self.planner.max_ef_search)}):
                 with self.db.connection() as conn:
                     conn.execute(statement("search", "ann_settings"), (str(ef_search), str(max(20_000, 100 * ef_search))))
                     rows = conn.execute(
-                        statement("search", "semantic_ann", vectors=version.vectors_table, operator=operator), params
+                        statement("search", name, vectors=version.vectors_table, operator=operator), params
                     ).fetchall()
                 if len(rows) >= limit:
                     return rows, plan
             # Still short: the filter is too selective for the graph, and only an exact scan can
             # tell whether more rows match. Never return short.
             plan = f"{plan}->exact"
-        with self.db.connection() as conn:
-            rows = conn.execute(
-                statement("search", "semantic_exact", vectors=version.vectors_table, operator=operator), params
-            ).fetchall()
+        rows = []
+        for source in target if isinstance(target, tuple) else (target,):
+            with self.db.connection() as conn:
+                rows.extend(conn.execute(
+                    statement("search", "semantic_exact", vectors=version.vectors_table, operator=operator),
+                    self._query_params(query, source, scope, limit),
+                ).fetchall())
         return rows, plan
 
     def _run_global(self, version, query, limit: int):
@@ -328,6 +352,8 @@ class Searcher:
                 name = "lexical_source"
             with self.db.connection() as conn:
                 conn.execute(statement("search", "lexical_settings"))
+                if source is not None:
+                    conn.execute(statement("search", "lexical_source_settings"))
                 return conn.execute(statement("search", name), params).fetchall()
 
         results = self.fanout.map(run, sources)

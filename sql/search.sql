@@ -56,6 +56,17 @@ WHERE connector_instance_id = %(instance)s AND stream = %(stream)s
 ORDER BY embedding {operator} %(query)s
 LIMIT %(limit)s;
 
+-- name: semantic_ann_group
+-- Every source planned "ann" in one walk of the version's graph: one walk at their combined
+-- selectivity fills the page sooner than one walk per source. The instance and stream lists come
+-- from in-scope sources, so every combination of them is in scope too.
+SELECT chunk_id, record_key, field, embedding {operator} %(query)s AS distance
+FROM {vectors}
+WHERE connector_instance_id = ANY(%(instances)s::text[]) AND stream = ANY(%(streams)s::text[])
+  AND (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
+ORDER BY embedding {operator} %(query)s
+LIMIT %(limit)s;
+
 -- name: semantic_global_ann
 -- No scope at all: one walk of the version's graph instead of one per source.
 SELECT chunk_id, record_key, field, embedding {operator} %(query)s AS distance
@@ -71,6 +82,12 @@ FROM semindex.chunks WHERE chunk_id = ANY(%s);
 -- Parallel workers need /dev/shm and died on broad terms in small containers (SQLSTATE 53100).
 SELECT set_config('max_parallel_workers_per_gather', '0', true);
 
+-- name: lexical_source_settings
+-- Rows lie clustered by source, so a sequential scan "until the window is full" may read every
+-- other source first. Without it the planner picks between the scope btree (a common term fills
+-- the window within the source's first rows) and the scoped GIN (a rare term).
+SELECT set_config('enable_seqscan', 'off', true);
+
 -- name: lexical_source
 -- A bounded candidate window from the scoped GIN match, then ranking over the window only
 -- (snippets are cut later, for the final page alone).
@@ -78,9 +95,12 @@ SELECT set_config('max_parallel_workers_per_gather', '0', true);
 WITH query AS (
     SELECT websearch_to_tsquery('simple', %(query)s) AS tsq
 ), candidates AS MATERIALIZED (
+    -- The tsquery is written out here, not taken from the CTE above, so the planner sees how
+    -- common the terms are: a very common term then reads the first matches in order and stops at
+    -- the window, instead of building a bitmap of every match first.
     SELECT c.chunk_id
-    FROM semindex.chunks AS c, query
-    WHERE c.connector_instance_id = %(instance)s AND c.stream = %(stream)s AND c.document @@ query.tsq
+    FROM semindex.chunks AS c
+    WHERE c.connector_instance_id = %(instance)s AND c.stream = %(stream)s AND c.document @@ websearch_to_tsquery('simple', %(query)s)
       AND (cardinality(%(fields)s::text[]) = 0 OR c.field = ANY(%(fields)s::text[]))
       AND (cardinality(%(record_keys)s::text[]) = 0 OR c.record_key = ANY(%(record_keys)s::text[]))
     LIMIT %(window)s
@@ -96,9 +116,12 @@ LIMIT %(limit)s;
 WITH query AS (
     SELECT websearch_to_tsquery('simple', %(query)s) AS tsq
 ), candidates AS MATERIALIZED (
+    -- The tsquery is written out here, not taken from the CTE above, so the planner sees how
+    -- common the terms are: a very common term then reads the first matches in order and stops at
+    -- the window, instead of building a bitmap of every match first.
     SELECT c.chunk_id
-    FROM semindex.chunks AS c, query
-    WHERE c.document @@ query.tsq
+    FROM semindex.chunks AS c
+    WHERE c.document @@ websearch_to_tsquery('simple', %(query)s)
       AND (cardinality(%(fields)s::text[]) = 0 OR c.field = ANY(%(fields)s::text[]))
       AND (cardinality(%(record_keys)s::text[]) = 0 OR c.record_key = ANY(%(record_keys)s::text[]))
     LIMIT %(window)s
