@@ -94,7 +94,8 @@ class Database:
         self.url = url
         # Bootstrap before the pool opens: pooled connections look the vector type up once, when
         # they connect, so the extension must exist by then.
-        self.extensions = self.bootstrap() if bootstrap else None
+        if bootstrap:
+            self.bootstrap()
         self._pool = ConnectionPool(
             url,
             min_size=1,

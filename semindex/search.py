@@ -104,14 +104,6 @@ class Hit:
     chunk_id: int = 0
 
     @property
-    def score(self) -> float:
-        if "fused" in self.scores:
-            return self.scores["fused"]
-        if "semantic" in self.scores:
-            return self.scores["semantic"]
-        return self.scores.get("lexical", 0.0)
-
-    @property
     def distance(self) -> float:
         return self.scores.get("distance", math.inf)
 
