@@ -1,13 +1,16 @@
 """Data-quality gates: pandera schemas over sampled chunk and embedding frames, vector/chunk parity
-and index validity. Each returns a verdict with diagnostics for the asset check's metadata."""
+and index validity. Each returns a verdict with diagnostics for the asset check's metadata.
+
+pandas and pandera are imported when a check runs, not when Dagster loads the definitions (they
+cost about half a second).
+"""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
-import pandera.pandas as pa
 
 from semindex.database import Database
 from semindex.embeddings import EmbeddingVersion
@@ -21,23 +24,32 @@ class Verdict:
     diagnostics: dict = field(default_factory=dict)
 
 
-CHUNK_SCHEMA = pa.DataFrameSchema(
-    {
-        "chunk_id": pa.Column(int, pa.Check.gt(0), unique=True),
-        "connector_instance_id": pa.Column(str, pa.Check.str_length(min_value=1)),
-        "stream": pa.Column(str, pa.Check.str_length(min_value=1)),
-        "record_key": pa.Column(str, pa.Check.str_length(min_value=1)),
-        "field": pa.Column(str, pa.Check.str_length(min_value=1)),
-        "chunk_no": pa.Column(int, pa.Check.ge(0)),
-        "content": pa.Column(str, [pa.Check.str_length(min_value=1), pa.Check(lambda s: s == s.str.strip(), element_wise=False, error="content is not trimmed")]),
-        "content_sha256_bytes": pa.Column(int, pa.Check.eq(32)),
-        "semantic_key_bytes": pa.Column(int, pa.Check.eq(32)),
-    },
-    strict=True,
-)
+@functools.cache
+def chunk_schema():
+    import pandera.pandas as pa
+
+    return pa.DataFrameSchema(
+        {
+            "chunk_id": pa.Column(int, pa.Check.gt(0), unique=True),
+            "connector_instance_id": pa.Column(str, pa.Check.str_length(min_value=1)),
+            "stream": pa.Column(str, pa.Check.str_length(min_value=1)),
+            "record_key": pa.Column(str, pa.Check.str_length(min_value=1)),
+            "field": pa.Column(str, pa.Check.str_length(min_value=1)),
+            "chunk_no": pa.Column(int, pa.Check.ge(0)),
+            "content": pa.Column(str, [
+                pa.Check.str_length(min_value=1),
+                pa.Check(lambda s: s == s.str.strip(), element_wise=False, error="content is not trimmed"),
+            ]),
+            "content_sha256_bytes": pa.Column(int, pa.Check.eq(32)),
+            "semantic_key_bytes": pa.Column(int, pa.Check.eq(32)),
+        },
+        strict=True,
+    )
 
 
-def embedding_schema(dimensions: int, metric: str) -> pa.DataFrameSchema:
+def embedding_schema(dimensions: int, metric: str):
+    import pandera.pandas as pa
+
     checks = [
         pa.Check(lambda frame: frame["dimensions"] == dimensions, error=f"vector dimension differs from {dimensions}"),
         pa.Check(lambda frame: frame["finite"], error="vector holds NaN or infinity"),
@@ -62,30 +74,37 @@ def sample_percent(db: Database, table: str, wanted: int) -> float:
     return 100.0 if rows <= wanted else min(100.0, 300.0 * wanted / rows)
 
 
-def _failure_cases(error: pa.errors.SchemaErrors) -> list[dict]:
+def _failure_cases(error) -> list[dict]:
     cases = error.failure_cases.head(10)
     return [{k: str(v) for k, v in row.items()} for row in cases.to_dict(orient="records")]
 
 
 def check_chunk_frame(db: Database, sample_size: int = 2000) -> Verdict:
+    import pandas as pd
+    import pandera.pandas as pa
+
+    schema = chunk_schema()
     percent = sample_percent(db, "semindex.chunks", sample_size)
     with db.connection() as conn:
         rows = conn.execute(statement("quality", "chunk_sample"), (percent, sample_size)).fetchall()
     frame = pd.DataFrame(
         [(r[0], r[1], r[2], r[3], r[4], r[5], r[6], len(r[7]), len(r[8])) for r in rows],
-        columns=list(CHUNK_SCHEMA.columns),
+        columns=list(schema.columns),
     )
     if frame.empty:
         return Verdict(False, "no chunks to check", {"sampled": 0})
     frame = frame.astype({"chunk_id": int, "chunk_no": int, "content_sha256_bytes": int, "semantic_key_bytes": int})
     try:
-        CHUNK_SCHEMA.validate(frame, lazy=True)
+        schema.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as error:
         return Verdict(False, f"{len(error.failure_cases)} chunk schema failures", {"sampled": len(frame), "failures": _failure_cases(error)})
     return Verdict(True, f"{len(frame)} sampled chunks match the schema", {"sampled": len(frame)})
 
 
 def check_embedding_frame(db: Database, version: EmbeddingVersion, sample_size: int = 2000) -> Verdict:
+    import pandas as pd
+    import pandera.pandas as pa
+
     percent = sample_percent(db, version.vectors_table, sample_size)
     with db.connection() as conn:
         rows = conn.execute(
