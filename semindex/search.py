@@ -126,6 +126,7 @@ class Source:
     stream: str
     vector_estimate: int | None
     partial_index: str | None
+    version_total: int
 
 
 def semantic_overscan(k: int) -> int:
@@ -177,27 +178,28 @@ class Searcher:
         encoder = load_encoder(version.encoder_name)
         return self.cache.get(version.version_key, text, lambda: encoder.encode([text])[0])
 
-    def sources(self, scope: Scope, version: EmbeddingVersion) -> list[Source]:
+    def sources(self, scope: Scope, version: EmbeddingVersion | None) -> list[Source]:
+        """The sources the scope can see; with a version, its vector counts and partial indexes."""
         with self.db.connection() as conn:
             rows = conn.execute(
                 statement("search", "sources_in_scope"),
                 {
-                    "version_key": version.version_key,
-                    "version_id": version.version_id,
+                    "version_key": version.version_key if version else None,
+                    "version_id": version.version_id if version else None,
                     "instances": list(scope.connector_instance_ids),
                     "streams": list(scope.streams),
                 },
             ).fetchall()
         return [Source(*row) for row in rows]
 
-    def plan(self, source: Source, scope: Scope, version_total: int) -> str:
+    def plan(self, source: Source, scope: Scope) -> str:
         if scope.record_keys or source.vector_estimate is None:
             return "exact"
         if source.vector_estimate <= self.planner.exact_threshold:
             return "exact"
         if source.partial_index:
             return "partial"
-        if version_total and source.vector_estimate / version_total < self.planner.min_ann_share:
+        if source.version_total and source.vector_estimate / source.version_total < self.planner.min_ann_share:
             return "exact"
         return "ann"
 
@@ -221,10 +223,7 @@ class Searcher:
             rows, plan = self._run_global(version, query, limit)
             plans["*"] = plan
         else:
-            with self.db.connection() as conn:
-                version_total = conn.execute(statement("search", "version_total"), (version.version_key,)).fetchone()[0]
-            sources = self.sources(scope, version)
-            planned = [(source, self.plan(source, scope, version_total)) for source in sources]
+            planned = [(source, self.plan(source, scope)) for source in self.sources(scope, version)]
             # Sources planned "ann" share one walk of the version's graph; the others run one by one.
             ann_group = [source for source, plan in planned if plan == "ann"]
             tasks: list = [(source, plan) for source, plan in planned if plan != "ann"]
@@ -303,11 +302,10 @@ class Searcher:
 
     def _hydrate_semantic(self, rows) -> list[Hit]:
         details = self._chunk_details([row[0] for row in rows])
+        alive = [row for row in rows if row[0] in details]  # a chunk may be deleted between the reads
         hits = []
-        for rank, (chunk_id, _, _, distance) in enumerate(rows, start=1):
-            detail = details.get(chunk_id)
-            if detail is None:  # deleted between the two reads
-                continue
+        for rank, (chunk_id, _, _, distance) in enumerate(alive, start=1):
+            detail = details[chunk_id]
             distance = _finite(distance)
             hit = _hit_from_detail(detail, _snippet(detail[7]))
             hit.scores = {"distance": distance, "semantic": 1.0 - distance}
@@ -328,7 +326,11 @@ class Searcher:
         window = None if scope.record_keys else request.lexical_window
         limit = semantic_overscan(request.k)
         # No instance or stream in the scope: one query over every source; otherwise one per source.
-        sources = self._lexical_sources(scope) if scope.connector_instance_ids or scope.streams else [None]
+        sources = (
+            [(source.connector_instance_id, source.stream) for source in self.sources(scope, None)]
+            if scope.connector_instance_ids or scope.streams
+            else [None]
+        )
 
         def run(source: tuple[str, str] | None):
             params = {
@@ -378,15 +380,6 @@ class Searcher:
             hits.append(hit)
         meta["timings_ms"]["lexical"] = round(1000 * (time.perf_counter() - started), 2)
         return hits
-
-    def _lexical_sources(self, scope: Scope) -> list[tuple[str, str]]:
-        # Lexical sources come from the projection too (every source with records has a row).
-        with self.db.connection() as conn:
-            rows = conn.execute(
-                statement("search", "sources_in_scope"),
-                {"version_key": "", "version_id": 0, "instances": list(scope.connector_instance_ids), "streams": list(scope.streams)},
-            ).fetchall()
-        return [(row[0], row[1]) for row in rows]
 
     # ---- hybrid ------------------------------------------------------------------------------
     def _hybrid(self, request: SearchRequest, meta: dict) -> list[Hit]:

@@ -3,23 +3,23 @@
 -- for fields and record keys, never for the source itself.
 
 -- name: sources_in_scope
--- Every source the scope can see, with its clean vector count for this version (NULL = unknown)
--- and its hot partial index when it has one. Writers insert a (dirty) projection row in the same
+-- Every source the scope can see, with its vector count for the version (NULL = unknown, or no
+-- version: lexical search) and its hot partial index when it has one. Writers insert a (dirty) projection row in the same
 -- transaction as the records, so every source with data is listed.
 SELECT p.connector_instance_id, p.stream,
        -- The last computed count, even when the source has been written since: a stale estimate
        -- only costs speed (a short ANN answer falls back to exact); NULL = never counted.
-       CASE WHEN p.computed_at IS NULL THEN NULL ELSE (p.embedded_counts ->> %(version_key)s)::bigint END AS vector_estimate,
-       h.index_name
+       CASE WHEN p.computed_at IS NULL THEN NULL ELSE (p.embedded_counts ->> %(version_key)s::text)::bigint END AS vector_estimate,
+       h.index_name,
+       -- the version's total, for each source's share of it (one round trip instead of two)
+       (SELECT coalesce(sum((t.embedded_counts ->> %(version_key)s::text)::bigint), 0)
+        FROM semindex.retained_size_projection AS t) AS version_total
 FROM semindex.retained_size_projection AS p
 LEFT JOIN semindex.partial_hnsw_indexes AS h
        ON h.version_id = %(version_id)s AND h.connector_instance_id = p.connector_instance_id AND h.stream = p.stream
 WHERE (cardinality(%(instances)s::text[]) = 0 OR p.connector_instance_id = ANY(%(instances)s::text[]))
   AND (cardinality(%(streams)s::text[]) = 0 OR p.stream = ANY(%(streams)s::text[]))
 ORDER BY p.connector_instance_id, p.stream;
-
--- name: version_total
-SELECT coalesce(sum((embedded_counts ->> %s)::bigint), 0) FROM semindex.retained_size_projection;
 
 -- name: ann_settings
 -- hnsw.iterative_scan (pgvector 0.8) keeps walking the graph until enough rows pass the filter.
