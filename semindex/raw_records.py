@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from psycopg.types.json import Jsonb
@@ -68,8 +68,9 @@ class IngestReport:
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: IngestReport) -> None:
-        for name in ("files", "files_skipped_unchanged", "lines", "inserted", "updated", "deleted", "unchanged", "quarantined"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for counter in fields(self):
+            if counter.type == "int":
+                setattr(self, counter.name, getattr(self, counter.name) + getattr(other, counter.name))
         for reason, count in other.quarantine_reasons.items():
             self.quarantine_reasons[reason] = self.quarantine_reasons.get(reason, 0) + count
 
