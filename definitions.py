@@ -9,9 +9,12 @@ from assets.indexes import hnsw_index, lexical_index
 from assets.partial_index_set import partial_index_set
 from assets.raw_records import raw_records
 from assets.retained_size_projection import retained_size_projection
+from assets.retrieval_evaluation import retrieval_evaluation
+from assets.serving_version import serving_version
 from assets.vector_column import vector_column
 from resources import PostgresResource
-from sensors import inbox_sensor
+from schedules import nightly_refresh, weekly_index_maintenance
+from sensors import inbox_sensor, version_backfill_sensor
 
 all_assets = [
     raw_records,
@@ -22,15 +25,33 @@ all_assets = [
     lexical_index,
     retained_size_projection,
     partial_index_set,
+    retrieval_evaluation,
+    serving_version,
 ]
 
-# The main job: the whole graph for one embedding version (the run's partition key).
+# The main job: the whole graph for one embedding version (the run's partition key), from ingest to
+# the gated promotion.
 index_pipeline = dg.define_asset_job("index_pipeline", selection=dg.AssetSelection.assets(*all_assets))
+
+# Nightly: new and changed chunks for a live version, and its indexes; no re-evaluation or promotion.
+index_refresh = dg.define_asset_job(
+    "index_refresh",
+    selection=dg.AssetSelection.assets(
+        chunks, embeddings, vector_column, hnsw_index, lexical_index, retained_size_projection, partial_index_set
+    ),
+)
+
+# Weekly: statistics, index validity (invalid ones are rebuilt) and the partial index band.
+index_maintenance = dg.define_asset_job(
+    "index_maintenance",
+    selection=dg.AssetSelection.assets(vector_column, hnsw_index, lexical_index, retained_size_projection, partial_index_set),
+)
 
 defs = dg.Definitions(
     assets=all_assets,
     asset_checks=all_checks,
-    jobs=[index_pipeline],
-    sensors=[inbox_sensor],
+    jobs=[index_pipeline, index_refresh, index_maintenance],
+    sensors=[inbox_sensor, version_backfill_sensor],
+    schedules=[nightly_refresh, weekly_index_maintenance],
     resources={"postgres": PostgresResource()},
 )

@@ -7,8 +7,9 @@ from assets.chunks import chunks
 from assets.embeddings import embeddings
 from assets.indexes import hnsw_index, lexical_index
 from assets.partial_index_set import partial_index_set
+from assets.retrieval_evaluation import retrieval_evaluation
 from resources import PostgresResource
-from semindex import evaluation, quality
+from semindex import evaluation, quality, versions
 from semindex.embeddings import get_version
 from semindex.indexes import LEXICAL_INDEX_NAME
 from semindex.partial_indexes import managed_partial_indexes
@@ -62,4 +63,52 @@ def hnsw_recall(context: dg.AssetCheckExecutionContext, postgres: PostgresResour
     return _result(evaluation.hnsw_recall(db, get_version(db, context.partition_key)))
 
 
-all_checks = [chunk_schema, embedding_schema, embedding_parity, lexical_index_valid, vector_indexes_valid, hnsw_recall]
+def _stored_verdict(context: dg.AssetCheckExecutionContext, postgres: PostgresResource, prefix: str | None) -> dg.AssetCheckResult:
+    """A gate over the verdict retrieval_evaluation stored; `prefix` picks its share of the failures."""
+    db = postgres.database()
+    version = get_version(db, context.partition_key)
+    stored = versions.latest_evaluation(db, version)
+    if stored is None:
+        return dg.AssetCheckResult(passed=False, description=f"{version.version_key} has no stored evaluation")
+    mine = [f for f in stored.failures if (f.startswith(prefix) if prefix else not f.startswith("shadow:"))]
+    part = stored.shadow if prefix == "shadow:" else stored.judged
+    return dg.AssetCheckResult(
+        passed=not mine,
+        description="; ".join(mine) or f"evaluation #{stored.evaluation_id} passed this gate",
+        metadata={
+            "evaluation_id": stored.evaluation_id,
+            "failures": dg.MetadataValue.json(mine),
+            "scores": dg.MetadataValue.json(part),
+            "thresholds": dg.MetadataValue.json(stored.thresholds),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=retrieval_evaluation,
+    blocking=True,
+    description="judged query sets meet the version's nDCG@10 / recall@10 / precision@10 / MRR floors, with HNSW recall and parity",
+)
+def judged_relevance(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
+    return _stored_verdict(context, postgres, None)
+
+
+@dg.asset_check(
+    asset=retrieval_evaluation,
+    blocking=True,
+    description="against the serving version: top-10 overlap and RBO reported, nDCG@10 regression within the version's limit",
+)
+def shadow_regression(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
+    return _stored_verdict(context, postgres, "shadow:")
+
+
+all_checks = [
+    chunk_schema,
+    embedding_schema,
+    embedding_parity,
+    lexical_index_valid,
+    vector_indexes_valid,
+    hnsw_recall,
+    judged_relevance,
+    shadow_regression,
+]

@@ -23,8 +23,6 @@ def embeddings(context: dg.AssetExecutionContext, config: EmbeddingsConfig, post
     db = postgres.database()
     version = stage.get_version(db, context.partition_key)
     report = stage.backfill(db, version, batch_size=config.batch_size, progress_emit=context.log.info)
-    if report.activated:
-        context.log.info(f"{version.version_key} is the first version and now serves queries")
     return dg.MaterializeResult(
         metadata=stage_metadata(
             row_count=stage.vector_count(db, version),

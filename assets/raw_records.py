@@ -18,8 +18,12 @@ class RawRecordsConfig(dg.Config):
 
 
 def default_sources() -> list[Path]:
+    """The sample corpus, the judged sets' own documents (evaluation searches them) and the inbox."""
+    from semindex.judged_sets import judged_document_paths
+
     inbox = semindex_home() / "inbox"
-    return [SAMPLE_CORPUS_PATH, *sorted(inbox.glob("*.jsonl"))] if inbox.is_dir() else [SAMPLE_CORPUS_PATH]
+    bundled = [SAMPLE_CORPUS_PATH, *(path for path in judged_document_paths() if path != SAMPLE_CORPUS_PATH)]
+    return [*bundled, *sorted(inbox.glob("*.jsonl"))] if inbox.is_dir() else bundled
 
 
 @dg.asset(

@@ -15,6 +15,10 @@ examples:
   semindex ingest mail.jsonl            add records, then `semindex run` to index them
   semindex search "train delays" --k 5  hybrid (lexical + semantic) search; --mode to pick one
   semindex dev                          Dagster UI and daemon on the same database
+  semindex versions list                embedding versions, which one serves, their verdicts
+  semindex versions register mpnet-base-v2 && semindex versions backfill mpnet-base-v2
+                                        build a new version beside the serving one, gated
+  semindex versions promote KEY | rollback | retire KEY
   DATABASE_URL=postgresql://u@h/db semindex run   use an external PostgreSQL with pgvector 0.8
 
 state: SEMINDEX_HOME (default ./.semindex) holds the embedded PostgreSQL and Dagster's home.
@@ -128,6 +132,104 @@ def command_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_versions_list(args: argparse.Namespace) -> int:
+    from semindex.database import open_database
+    from semindex.versions import list_versions
+
+    rows = list_versions(open_database())
+    if args.json:
+        print(json.dumps([row.__dict__ | {"role": row.role} for row in rows], default=str, indent=2))
+        return 0
+    if not rows:
+        print("no embedding versions registered: `semindex versions register KEY` or `semindex run`")
+    for row in rows:
+        verdict = "not evaluated" if row.verdict is None else "passed" if row.verdict else "FAILED"
+        print(f"{row.version_key:<28} {row.state:<11} {row.role:<15} {row.encoder_name} ({row.dimensions}-d {row.metric}), "
+              f"promotion {row.promotion}, verdict {verdict}")
+        for failure in row.failures or []:
+            print(f"{'':<30}- {failure}")
+    return 0
+
+
+def command_versions_register(args: argparse.Namespace) -> int:
+    from semindex.database import open_database
+    from semindex.versions import load_declarations, register_declared, versions_file
+
+    path = Path(args.file) if args.file else versions_file()
+    declared = load_declarations(path)
+    keys = list(declared) if args.all else args.keys
+    if not keys:
+        print("name the version key(s) to register, or --all", file=sys.stderr)
+        return 2
+    unknown = [key for key in keys if key not in declared]
+    if unknown:
+        print(f"not declared in {path}: {', '.join(unknown)} (declared: {', '.join(declared)})", file=sys.stderr)
+        return 2
+    db = open_database()
+    for key in keys:
+        version = register_declared(db, declared[key])
+        print(f"registered {version.version_key}: {version.encoder_name} {version.encoder_revision}, "
+              f"{version.dimensions}-d {version.distance_metric}, state {version.state}")
+    print("the version backfill sensor starts each backfill under `semindex dev`; or run `semindex versions backfill KEY`")
+    return 0
+
+
+def command_versions_backfill(args: argparse.Namespace) -> int:
+    from semindex.orchestration import run_index_pipeline
+
+    result = run_index_pipeline(args.key)
+    failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+    if failed:
+        print(f"checks failed: {', '.join(failed)}; the version does not serve", file=sys.stderr)
+    if not result.success:
+        print(f"run {result.run_id} failed; re-run to resume from the watermark", file=sys.stderr)
+    return 0 if result.success and not failed else 1
+
+
+def command_versions_promote(args: argparse.Namespace) -> int:
+    from semindex.database import open_database
+    from semindex.versions import promote
+
+    flip = promote(open_database(), args.key)
+    print(f"{flip.version_key} serves now (was {flip.previous_version_key}); evaluation #{flip.evaluation_id}"
+          if flip.changed else f"{flip.version_key} already serves")
+    return 0
+
+
+def command_versions_rollback(args: argparse.Namespace) -> int:
+    from semindex.database import open_database
+    from semindex.versions import rollback
+
+    flip = rollback(open_database())
+    print(f"{flip.version_key} serves again (was {flip.previous_version_key})")
+    return 0
+
+
+def command_versions_retire(args: argparse.Namespace) -> int:
+    from semindex.database import open_database
+    from semindex.orchestration import forget_partition
+    from semindex.versions import retire
+
+    retirement = retire(open_database(), args.key)
+    forget_partition(args.key)
+    print(f"retired {retirement.version_key}: dropped {retirement.dropped_table} and its indexes"
+          if retirement.changed else f"{retirement.version_key} was already retired")
+    return 0
+
+
+def _lifecycle_errors(handler):
+    """Refusals and unknown keys become one clear line and exit code 2, not a traceback."""
+    def run(args: argparse.Namespace) -> int:
+        from semindex.versions import PromotionRefused, RetireRefused, RollbackRefused
+
+        try:
+            return handler(args)
+        except (LookupError, ValueError, FileNotFoundError, PromotionRefused, RollbackRefused, RetireRefused) as error:
+            print(f"semindex versions {args.versions_verb}: {error}", file=sys.stderr)
+            return 2
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="semindex",
@@ -186,6 +288,59 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("paths", nargs="+", metavar="PATH", help="JSONL file(s)")
     ingest.add_argument("--force", action="store_true", help="re-read files already ingested unchanged")
     ingest.set_defaults(handler=command_ingest)
+
+    versions = verbs.add_parser(
+        "versions",
+        help="embedding versions: list, register, backfill, promote, rollback, retire",
+        description="Embedding versions are declared in embedding_versions.toml (or SEMINDEX_VERSIONS_FILE) and "
+        "registered into the database. A registered version is backfilled beside the serving one (the version "
+        "backfill sensor does it under `semindex dev`), evaluated on the judged query sets and against the "
+        "serving version, and serves only after `promote` re-reads a passing stored verdict. `rollback` flips "
+        "back to the version the last promotion replaced; `retire` drops a version's vectors and indexes.",
+        epilog="examples:\n"
+        "  semindex versions register mpnet-base-v2     probe the encoder, store the version\n"
+        "  semindex versions backfill mpnet-base-v2     embed, index, evaluate (resumable)\n"
+        "  semindex versions list                       states, serving version, verdicts\n"
+        "  semindex versions promote mpnet-base-v2      serve it, if its verdict passed\n"
+        "  semindex versions rollback                   serve the previous version again\n"
+        "  semindex versions retire mpnet-base-v2       drop its storage (not if serving or rollback target)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    versions_verbs = versions.add_subparsers(dest="versions_verb", required=True, metavar="VERSIONS_VERB")
+    listing = versions_verbs.add_parser("list", help="every version, its state, role and newest verdict")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(handler=_lifecycle_errors(command_versions_list))
+    register = versions_verbs.add_parser(
+        "register",
+        help="register declared versions (or update their thresholds)",
+        description="Stores versions declared in the versions file. The encoder is loaded and its output "
+        "dimension checked first: a mismatch is refused before anything is stored. Registering an existing "
+        "key again updates its thresholds and promotion mode; its encoder identity cannot change.",
+    )
+    register.add_argument("keys", nargs="*", metavar="KEY", help="version keys declared in the file")
+    register.add_argument("--all", action="store_true", help="every declared version")
+    register.add_argument("--file", help="versions file (default: SEMINDEX_VERSIONS_FILE or ./embedding_versions.toml)")
+    register.set_defaults(handler=_lifecycle_errors(command_versions_register))
+    backfill = versions_verbs.add_parser(
+        "backfill",
+        help="run the index pipeline for one version now (resumes from its watermark)",
+        description="Materializes the whole graph for the version in this process: embeddings, vector column, "
+        "indexes, evaluation, and promotion when the version is declared promotion = \"auto\" and its gates pass.",
+    )
+    backfill.add_argument("key", metavar="KEY")
+    backfill.set_defaults(handler=_lifecycle_errors(command_versions_backfill))
+    promote = versions_verbs.add_parser("promote", help="serve a version whose stored verdict passed",
+                                        description="One transaction: re-reads the newest stored verdict, refuses "
+                                        "unless it passed under the version's current thresholds, flips the serving version.")
+    promote.add_argument("key", metavar="KEY")
+    promote.set_defaults(handler=_lifecycle_errors(command_versions_promote))
+    rollback = versions_verbs.add_parser("rollback", help="serve the version the last promotion replaced",
+                                         description="One transaction flipping back to the rollback target.")
+    rollback.set_defaults(handler=_lifecycle_errors(command_versions_rollback))
+    retire = versions_verbs.add_parser("retire", help="drop a version's vectors and indexes",
+                                       description="Refused for the serving version and the rollback target.")
+    retire.add_argument("key", metavar="KEY")
+    retire.set_defaults(handler=_lifecycle_errors(command_versions_retire))
 
     search = verbs.add_parser(
         "search",

@@ -15,9 +15,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from psycopg.types.json import Jsonb
 
+from semindex.chunking import ChunkingParameters
 from semindex.database import Database
-from semindex.encoders import MINILM_ENCODER_NAME, Encoder, encoder_revision, load_encoder
+from semindex.encoders import (
+    MINILM_ENCODER_NAME,
+    Encoder,
+    EncoderSpec,
+    encoder_display_name,
+    encoder_revision,
+    load_encoder,
+    spec_from_name,
+)
 from semindex.progress import ProgressReporter
 from semindex.sql_files import statement
 
@@ -25,6 +35,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_VERSION_KEY = "minilm-l6-v2"
 METRICS = ("cosine", "l2", "ip")
+PROMOTION_MODES = ("auto", "manual")
+# Chunks are shared by every version (one chunk table, one lexical index), so a version may only
+# declare the chunking this build cuts; a different chunking is a different corpus.
+SHARED_CHUNKING = ChunkingParameters()
 
 
 class DimensionMismatch(ValueError):
@@ -45,6 +59,14 @@ class EmbeddingVersion:
     distance_metric: str
     active: bool
     state: str
+    chunking: dict
+    thresholds: dict
+    promotion: str
+    rollback_target: bool
+
+    @property
+    def encoder_spec(self) -> EncoderSpec:
+        return spec_from_name(self.encoder_name)
 
     @property
     def vectors_table(self) -> str:
@@ -79,49 +101,92 @@ def all_versions(db: Database) -> list[EmbeddingVersion]:
         return [EmbeddingVersion(*row) for row in conn.execute(statement("embedding_versions", "all"))]
 
 
-def check_encoder_dimensions(encoder: Encoder, version: EmbeddingVersion) -> None:
+def check_encoder_dimensions(encoder: Encoder, version_key: str, encoder_name: str, dimensions: int) -> None:
     """Refuse an encoder whose real output does not match the version's declared dimension."""
     produced = encoder.encode(["dimension probe"]).shape[1]
-    if produced != version.dimensions:
+    if produced != dimensions:
         raise DimensionMismatch(
-            f"encoder {version.encoder_name!r} produces {produced}-dimensional vectors, but embedding "
-            f"version {version.version_key!r} declares {version.dimensions} dimensions; nothing was written"
+            f"encoder {encoder_name!r} produces {produced}-dimensional vectors, but embedding "
+            f"version {version_key!r} declares {dimensions} dimensions; nothing was written"
         )
 
 
 def register_version(
     db: Database,
     version_key: str = DEFAULT_VERSION_KEY,
-    encoder_name: str = MINILM_ENCODER_NAME,
+    encoder_name: str | EncoderSpec = MINILM_ENCODER_NAME,
     dimensions: int = 384,
     distance_metric: str = "cosine",
+    *,
+    thresholds: dict | None = None,
+    promotion: str = "auto",
+    chunking: ChunkingParameters | None = None,
+    declared_revision: str | None = None,
+    probe: bool = True,
 ) -> EmbeddingVersion:
-    """Register a version (idempotent). Its vector table is created by the first backfill, after the
-    encoder's output dimension has been checked."""
+    """Register a version (idempotent), after checking that its encoder really produces `dimensions`.
+
+    The encoder's identity (kind, location, revision, dimensions, metric) is fixed for the life of a
+    version key; its thresholds and promotion mode may be updated by registering again. Its vector
+    table is created by the first backfill.
+    """
+    spec = encoder_name if isinstance(encoder_name, EncoderSpec) else spec_from_name(encoder_name)
+    spec.validate()
     if distance_metric not in METRICS:
         raise ValueError(f"distance metric {distance_metric!r} is not one of {', '.join(METRICS)}")
-    with db.connection() as conn:
-        conn.execute(
-            statement("embedding_versions", "register"),
-            {
-                "version_key": version_key,
-                "encoder_name": encoder_name,
-                "encoder_revision": encoder_revision(encoder_name),
-                "dimensions": dimensions,
-                "distance_metric": distance_metric,
-            },
-        )
-    version = get_version(db, version_key)
-    declared = (version.encoder_name, version.encoder_revision, version.dimensions, version.distance_metric)
-    wanted = (encoder_name, encoder_revision(encoder_name), dimensions, distance_metric)
-    if declared != wanted:
-        # A new model revision writes different vectors: mixing them into one version would make
-        # its index answer with two encoders at once.
+    if promotion not in PROMOTION_MODES:
+        raise ValueError(f"promotion mode {promotion!r} is not one of {', '.join(PROMOTION_MODES)}")
+    chunking = chunking or SHARED_CHUNKING
+    if chunking != SHARED_CHUNKING:
         raise ValueError(
-            f"embedding version {version_key!r} is already registered as {declared}, "
-            f"not {wanted}; register the change under a new version key"
+            f"embedding version {version_key!r} declares chunking {chunking}, but chunks are shared by "
+            f"every version and this build cuts {SHARED_CHUNKING}"
         )
-    return version
+    name = encoder_display_name(spec)
+    revision = encoder_revision(spec)
+    if declared_revision is not None and declared_revision != revision:
+        raise ValueError(
+            f"embedding version {version_key!r} declares encoder revision {declared_revision!r}, "
+            f"but the installed encoder {name!r} is {revision!r}"
+        )
+    existing = _find_version(db, version_key)
+    wanted = (name, revision, dimensions, distance_metric)
+    if existing is not None:
+        declared = (existing.encoder_name, existing.encoder_revision, existing.dimensions, existing.distance_metric)
+        if declared != wanted:
+            # A new model revision writes different vectors: mixing them into one version would make
+            # its index answer with two encoders at once.
+            raise ValueError(
+                f"embedding version {version_key!r} is already registered as {declared}, "
+                f"not {wanted}; register the change under a new version key"
+            )
+        if existing.state == "retired":
+            raise ValueError(f"embedding version {version_key!r} is retired; register it under a new version key")
+    elif probe:
+        # Refused before anything is stored, so no backfill can ever start for it.
+        check_encoder_dimensions(load_encoder(spec), version_key, name, dimensions)
+    parameters = {
+        "version_key": version_key,
+        "encoder_name": name,
+        "encoder_revision": revision,
+        "dimensions": dimensions,
+        "distance_metric": distance_metric,
+        "chunking": Jsonb({"size_tokens": chunking.size_tokens, "overlap_tokens": chunking.overlap_tokens}),
+        "thresholds": Jsonb(thresholds or {}),
+        "promotion": promotion,
+    }
+    with db.connection() as conn:
+        conn.execute(statement("embedding_versions", "register"), parameters)
+        if existing is not None:
+            conn.execute(statement("embedding_versions", "update_evaluation_settings"), parameters)
+    return get_version(db, version_key)
+
+
+def _find_version(db: Database, version_key: str) -> EmbeddingVersion | None:
+    try:
+        return get_version(db, version_key)
+    except LookupError:
+        return None
 
 
 def ensure_vector_table(db: Database, version: EmbeddingVersion) -> None:
@@ -147,7 +212,6 @@ class BackfillReport:
     reused_vectors: int = 0
     batches: int = 0
     seconds: float = 0.0
-    activated: bool = False
 
 
 def backfill(
@@ -168,13 +232,15 @@ def backfill(
         # Nothing to write, so no need to load (and probe) the model: a no-op re-run stays cheap.
         _finish_backfill(db, version, report)
         return report
-    encoder = encoder or load_encoder(version.encoder_name)
+    if version.state == "retired":
+        raise ValueError(f"embedding version {version.version_key!r} is retired; nothing to backfill")
+    encoder = encoder or load_encoder(version.encoder_spec)
     if encoder.revision != version.encoder_revision:
         raise ValueError(
             f"encoder {version.encoder_name!r} is at revision {encoder.revision!r}, but embedding version "
             f"{version.version_key!r} was registered with {version.encoder_revision!r}; register a new version"
         )
-    check_encoder_dimensions(encoder, version)
+    check_encoder_dimensions(encoder, version.version_key, version.encoder_name, version.dimensions)
     ensure_vector_table(db, version)
     with db.connection() as conn:
         conn.execute(statement("embedding_versions", "set_state"), ("backfilling", version.version_id))
@@ -246,11 +312,9 @@ def backfill(
 
 
 def _finish_backfill(db: Database, version: EmbeddingVersion, report: BackfillReport) -> None:
+    # Ready is not serving: a version serves only once promotion has re-read a passing verdict.
     with db.connection() as conn:
         conn.execute(statement("embedding_versions", "set_state"), ("ready", version.version_id))
-        report.activated = conn.execute(
-            statement("embedding_versions", "activate_if_none_active"), (version.version_id,)
-        ).rowcount == 1
 
 
 def has_vector_table(db: Database, version: EmbeddingVersion) -> bool:

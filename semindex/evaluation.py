@@ -1,13 +1,38 @@
-"""Evaluation gates: HNSW recall@k against exact search on sampled queries."""
+"""Evaluation gates.
+
+- hnsw_recall: the version's HNSW index against an exact scan, over stored vectors as queries.
+- evaluate_version: the verdict promotion depends on. Judged query sets (semindex.judged_sets) run
+  through the real search path against the version, scored by nDCG@10, recall@10, precision@10 and
+  MRR against the version's own thresholds; a shadow comparison with the serving version on a
+  sample of queries (top-10 overlap, rank-biased overlap) and a regression limit against the serving
+  version's judged scores; HNSW recall; vector/chunk parity. The verdict is stored in PostgreSQL.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
+
 from psycopg import sql
 
+from semindex import relevance_metrics
 from semindex.database import Database
-from semindex.embeddings import EmbeddingVersion
-from semindex.quality import Verdict, sample_percent
+from semindex.embeddings import EmbeddingVersion, active_version
+from semindex.encoders import load_encoder
+from semindex.judged_sets import JudgedSet, load_judged_sets
+from semindex.quality import Verdict, check_parity, sample_percent
 from semindex.sql_files import statement
+
+log = logging.getLogger(__name__)
+
+# Threshold names in embedding_versions.toml and the summary keys they bound.
+JUDGED_THRESHOLD_KEYS = {"ndcg_at_10": "ndcg@10", "recall_at_10": "recall@10", "precision_at_10": "precision@10", "mrr": "mrr@10"}
+DEFAULT_MAX_REGRESSION = 0.02
+DEFAULT_SHADOW_QUERIES = 50
+DEFAULT_HNSW_RECALL = 0.95
+# Chunks fetched per query: records have several chunks, and the metrics need 10 distinct records.
+CHUNK_DEPTH = 50
 
 OPERATOR_BY_METRIC = {"cosine": "<=>", "l2": "<->", "ip": "<#>"}
 
@@ -60,3 +85,162 @@ def hnsw_recall(
     }
     passed = recall >= threshold
     return Verdict(passed, f"recall@{k} {recall:.4f} {'>=' if passed else '<'} {threshold} over {len(recalls)} queries", diagnostics)
+
+
+def judged_rankings(db: Database, version: EmbeddingVersion, judged_set: JudgedSet, *, searcher=None) -> dict[str, list[str]]:
+    """Record keys ranked by the version for every query of the set, through the real search planner
+    (so the scope, the exact/ANN plans and the never-short fallback are what is measured)."""
+    from semindex.search import searcher_for
+
+    searcher = searcher or searcher_for(db)
+    encoder = load_encoder(version.encoder_spec)
+    texts = [query.text for query in judged_set.queries]
+    vectors = encoder.encode(texts) if texts else []
+    scope = judged_set.search_scope()
+    rankings = {}
+    for query, vector in zip(judged_set.queries, vectors, strict=True):
+        hits = searcher.semantic_hits(version, vector, scope, CHUNK_DEPTH, {})
+        rankings[query.query_id] = [hit.record_key for hit in hits]
+    return rankings
+
+
+def judged_coverage(db: Database, version: EmbeddingVersion, judged_set: JudgedSet) -> tuple[int, int]:
+    """(relevant records the version has vectors for, relevant records in the set)."""
+    relevant = sorted({key for query in judged_set.queries for key in query.relevant})
+    with db.connection() as conn:
+        found = conn.execute(
+            statement("evaluation", "judged_coverage", vectors=version.vectors_table),
+            {
+                "instances": list(judged_set.scope.get("connector_instance_id", ())),
+                "streams": list(judged_set.scope.get("stream", ())),
+                "fields": list(judged_set.scope.get("field", ())),
+                "record_keys": relevant,
+            },
+        ).fetchone()[0]
+    return found, len(relevant)
+
+
+def judged_scores(db: Database, version: EmbeddingVersion, sets: list[JudgedSet], *, k: int = 10) -> tuple[dict, dict]:
+    """Per set: the metric summary; and the rankings, for the shadow comparison."""
+    summaries, rankings = {}, {}
+    for judged_set in sets:
+        found, wanted = judged_coverage(db, version, judged_set)
+        ranked = judged_rankings(db, version, judged_set)
+        per_query = [
+            relevance_metrics.score_query(query.query_id, ranked[query.query_id], query.relevant, k=k)
+            for query in judged_set.queries
+        ]
+        summary = {name: round(value, 4) for name, value in relevance_metrics.summarize(per_query).items()}
+        summary["covered_relevant"] = found
+        summary["relevant"] = wanted
+        summaries[judged_set.name] = summary
+        rankings[judged_set.name] = ranked
+    return summaries, rankings
+
+
+def evaluate_version(
+    db: Database,
+    version: EmbeddingVersion,
+    *,
+    set_names: list[str] | None = None,
+    progress_emit: Callable[[str], None] | None = None,
+):
+    """Evaluate `version`, store the verdict and return it (a versions.StoredEvaluation)."""
+    from semindex.versions import record_evaluation
+
+    emit = progress_emit or log.info
+    thresholds = version.thresholds
+    sets = load_judged_sets(set_names)
+    failures: list[str] = []
+    started = time.monotonic()
+
+    judged, rankings = judged_scores(db, version, sets)
+    floors = thresholds.get("judged", {})
+    for name, summary in judged.items():
+        if summary["covered_relevant"] < summary["relevant"]:
+            failures.append(
+                f"{name}: only {summary['covered_relevant']} of {summary['relevant']} relevant records have vectors "
+                "in this version; ingest the judged documents (semindex.judged_sets.judged_document_paths())"
+            )
+        for threshold_key, floor in floors.get(name, {}).items():
+            value = summary[JUDGED_THRESHOLD_KEYS[threshold_key]]
+            if value < floor:
+                failures.append(f"{name}: {threshold_key} {value:.4f} < {floor}")
+    unknown_sets = sorted(set(floors) - set(judged))
+    if unknown_sets:
+        failures.append(f"thresholds name judged set(s) that were not evaluated: {', '.join(unknown_sets)}")
+    emit(f"judged sets of {version.version_key!r} scored in {time.monotonic() - started:.1f}s: {judged}")
+
+    shadow = shadow_comparison(db, version, sets, judged, rankings, thresholds, failures)
+    if shadow.get("active"):
+        emit(f"shadow comparison with {shadow['active']!r}: {shadow['summary']}")
+
+    index = hnsw_recall(db, version, threshold=thresholds.get("hnsw_recall", DEFAULT_HNSW_RECALL))
+    if not index.passed:
+        failures.append(f"index: {index.summary}")
+    parity = check_parity(db, version)
+    if not parity.passed:
+        failures.append(f"parity: {parity.summary}")
+    judged["index"] = index.diagnostics
+    judged["parity"] = parity.diagnostics
+    evaluation = record_evaluation(db, version, judged=judged, shadow=shadow, failures=failures)
+    emit(
+        f"evaluation #{evaluation.evaluation_id} of {version.version_key!r}: "
+        + ("passed" if evaluation.passed else "FAILED: " + "; ".join(failures))
+        + f" ({time.monotonic() - started:.1f}s)"
+    )
+    return evaluation
+
+
+def shadow_comparison(
+    db: Database,
+    version: EmbeddingVersion,
+    sets: list[JudgedSet],
+    judged: dict,
+    rankings: dict,
+    thresholds: dict,
+    failures: list[str],
+) -> dict:
+    """Compare the candidate with the serving version: overlap and RBO on a sample of queries
+    (reported), and the candidate's judged nDCG@10 against the serving version's (gated)."""
+    active = active_version(db)
+    if active is None or active.version_id == version.version_id:
+        return {"active": None, "summary": "no other version is serving: nothing to compare"}
+    sample_size = thresholds.get("shadow_queries", DEFAULT_SHADOW_QUERIES)
+    max_regression = thresholds.get("max_regression", DEFAULT_MAX_REGRESSION)
+    active_judged, active_rankings = judged_scores(db, active, sets)
+    overlaps, rbos, per_set = [], [], {}
+    for judged_set in sets:
+        # A deterministic spread over each set, so repeated evaluations compare the same queries.
+        share = max(1, sample_size // len(sets))
+        stride = max(1, len(judged_set.queries) // share)
+        sample = judged_set.queries[::stride][:share]
+        set_overlaps = [relevance_metrics.top_k_overlap(rankings[judged_set.name][q.query_id], active_rankings[judged_set.name][q.query_id]) for q in sample]
+        set_rbos = [relevance_metrics.rank_biased_overlap(rankings[judged_set.name][q.query_id], active_rankings[judged_set.name][q.query_id]) for q in sample]
+        overlaps += set_overlaps
+        rbos += set_rbos
+        candidate_ndcg, active_ndcg = judged[judged_set.name]["ndcg@10"], active_judged[judged_set.name]["ndcg@10"]
+        per_set[judged_set.name] = {
+            "queries": len(sample),
+            "overlap@10": round(sum(set_overlaps) / len(set_overlaps), 4) if sample else None,
+            "rbo@10": round(sum(set_rbos) / len(set_rbos), 4) if sample else None,
+            "ndcg@10": candidate_ndcg,
+            "active_ndcg@10": active_ndcg,
+            "ndcg_delta": round(candidate_ndcg - active_ndcg, 4),
+        }
+        if candidate_ndcg < active_ndcg - max_regression:
+            failures.append(
+                f"shadow: {judged_set.name} nDCG@10 {candidate_ndcg:.4f} regresses more than {max_regression} "
+                f"from the serving version {active.version_key!r} ({active_ndcg:.4f})"
+            )
+    overlap = round(sum(overlaps) / len(overlaps), 4) if overlaps else None
+    rbo = round(sum(rbos) / len(rbos), 4) if rbos else None
+    return {
+        "active": active.version_key,
+        "queries": len(overlaps),
+        "overlap@10": overlap,
+        "rbo@10": rbo,
+        "max_regression": max_regression,
+        "sets": per_set,
+        "summary": f"{len(overlaps)} queries, top-10 overlap {overlap}, RBO {rbo}",
+    }

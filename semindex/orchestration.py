@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from semindex.database import open_database, resolve_database_url, sqlalchemy_psycopg2_url
-from semindex.embeddings import DEFAULT_VERSION_KEY, get_version, register_version
+from semindex.embeddings import DEFAULT_VERSION_KEY, get_version
 from semindex.settings import semindex_home
 
 PARTITIONS_NAME = "embedding_versions"
@@ -62,6 +62,22 @@ def run_asset(asset_name: str, config: dict):
     )
 
 
+def ensure_registered(db, version_key: str):
+    """The version, registered from the versions file if it is declared there and not yet registered."""
+    from semindex.versions import load_declarations, register_declared
+
+    try:
+        return get_version(db, version_key)
+    except LookupError:
+        declared = load_declarations()
+        if version_key not in declared:
+            raise LookupError(
+                f"embedding version {version_key!r} is neither registered nor declared in the versions file "
+                f"(declared: {', '.join(declared) or 'none'})"
+            ) from None
+        return register_declared(db, declared[version_key])
+
+
 def run_index_pipeline(version_key: str = DEFAULT_VERSION_KEY, run_config: dict | None = None):
     """Materialize the whole graph (with its checks) for one embedding version, in this process."""
     import dagster as dg
@@ -69,10 +85,7 @@ def run_index_pipeline(version_key: str = DEFAULT_VERSION_KEY, run_config: dict 
     import definitions
 
     db = open_database()
-    if version_key == DEFAULT_VERSION_KEY:
-        register_version(db)
-    else:
-        get_version(db, version_key)  # a clear LookupError for a version that was never registered
+    ensure_registered(db, version_key)
     instance = _instance()
     if not instance.has_dynamic_partition(PARTITIONS_NAME, version_key):
         instance.add_dynamic_partitions(PARTITIONS_NAME, [version_key])
@@ -80,3 +93,10 @@ def run_index_pipeline(version_key: str = DEFAULT_VERSION_KEY, run_config: dict 
     return job.execute_in_process(
         instance=instance, partition_key=version_key, run_config=run_config or {}, raise_on_error=False
     )
+
+
+def forget_partition(version_key: str) -> None:
+    """Remove a retired version's partition from Dagster, so the UI stops offering it."""
+    instance = _instance()
+    if instance.has_dynamic_partition(PARTITIONS_NAME, version_key):
+        instance.delete_dynamic_partition(PARTITIONS_NAME, version_key)

@@ -175,7 +175,7 @@ class Searcher:
         return current
 
     def query_vector(self, version: EmbeddingVersion, text: str) -> np.ndarray:
-        encoder = load_encoder(version.encoder_name)
+        encoder = load_encoder(version.encoder_spec)
         return self.cache.get(version.version_key, text, lambda: encoder.encode([text])[0])
 
     def sources(self, scope: Scope, version: EmbeddingVersion | None) -> list[Source]:

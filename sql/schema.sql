@@ -81,6 +81,44 @@ CREATE TABLE IF NOT EXISTS semindex.embedding_versions (
 CREATE UNIQUE INDEX IF NOT EXISTS embedding_versions_one_active
     ON semindex.embedding_versions ((true)) WHERE active;
 
+-- Added with the version lifecycle; ADD COLUMN IF NOT EXISTS keeps older databases bootstrappable.
+-- encoder_name reads back into an EncoderSpec (kind and location); chunking and thresholds are the
+-- version's own, never shared between encoders.
+ALTER TABLE semindex.embedding_versions
+    ADD COLUMN IF NOT EXISTS chunking         jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    ADD COLUMN IF NOT EXISTS thresholds       jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    ADD COLUMN IF NOT EXISTS promotion        text NOT NULL DEFAULT 'auto',
+    -- the version a rollback flips back to: the one the last promotion replaced.
+    ADD COLUMN IF NOT EXISTS rollback_target  boolean NOT NULL DEFAULT false,
+    ADD COLUMN IF NOT EXISTS retired_at       timestamptz;
+CREATE UNIQUE INDEX IF NOT EXISTS embedding_versions_one_rollback_target
+    ON semindex.embedding_versions ((true)) WHERE rollback_target;
+
+-- Evaluation verdicts, one row per evaluation of a version. Promotion re-reads the newest one inside
+-- the transaction that flips the active version, whatever Dagster ran before it.
+CREATE TABLE IF NOT EXISTS semindex.version_evaluations (
+    evaluation_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    version_id        bigint NOT NULL REFERENCES semindex.embedding_versions (version_id) ON DELETE CASCADE,
+    evaluated_at      timestamptz NOT NULL DEFAULT now(),
+    -- the thresholds the verdict was judged against: a verdict under older thresholds does not count.
+    thresholds        jsonb NOT NULL,
+    judged            jsonb NOT NULL,
+    shadow            jsonb NOT NULL,
+    failures          text[] NOT NULL,
+    passed            boolean NOT NULL
+);
+CREATE INDEX IF NOT EXISTS version_evaluations_newest ON semindex.version_evaluations (version_id, evaluation_id DESC);
+
+-- Every promotion, rollback and retirement, for `semindex versions list` and audits.
+CREATE TABLE IF NOT EXISTS semindex.version_events (
+    event_id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    action            text NOT NULL,
+    version_id        bigint NOT NULL,
+    previous_version_id bigint,
+    evaluation_id     bigint,
+    happened_at       timestamptz NOT NULL DEFAULT now()
+);
+
 -- Per-version backfill watermark: the highest chunk_id whose vector is committed.
 CREATE TABLE IF NOT EXISTS semindex.embedding_backfill (
     version_id      bigint PRIMARY KEY REFERENCES semindex.embedding_versions (version_id) ON DELETE CASCADE,

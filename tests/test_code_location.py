@@ -16,6 +16,7 @@ from semindex.database import Database, open_database
 from semindex.embeddings import backfill, register_version
 from semindex.sql_files import statement
 from tests.conftest import sample_records, write_jsonl
+from tests.serving import serve
 
 PROJECT = Path(__file__).resolve().parent.parent
 SEMINDEX = [sys.executable, "-m", "semindex.cli"]
@@ -82,6 +83,7 @@ def test_cli_ingest_runs_through_dagster_on_postgres_storage_then_search(seminde
 
     sync_chunks(db, ChunkingParameters())
     backfill(db, register_version(db, "cli-tiny", "hashing-64", 64))
+    serve(db, "cli-tiny")
     search = subprocess.run([*SEMINDEX, "search", "BBC news", "--mode", "semantic", "--k", "3", "--json",
                              "--connector-instance", "bbc"],
                             env=env, capture_output=True, text=True, timeout=60)

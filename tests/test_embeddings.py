@@ -32,13 +32,19 @@ def _vectors(db, version):
 
 def test_a_dimension_mismatch_fails_before_anything_is_written(db, tmp_path):
     _load(db, tmp_path, per_stream=2)
-    version = embeddings.register_version(db, "wrong-dims", "hashing-64", dimensions=384)
+    # Refused at registration: the version is never stored, so no sensor or run can backfill it.
     with pytest.raises(embeddings.DimensionMismatch) as caught:
-        embeddings.backfill(db, version)
+        embeddings.register_version(db, "wrong-dims", "hashing-64", dimensions=384)
     assert str(caught.value) == (
         "encoder 'hashing-64' produces 64-dimensional vectors, but embedding version 'wrong-dims' "
         "declares 384 dimensions; nothing was written"
     )
+    with pytest.raises(LookupError):
+        embeddings.get_version(db, "wrong-dims")
+    # A version stored without the probe is still refused by the backfill, before any table exists.
+    version = embeddings.register_version(db, "wrong-dims", "hashing-64", dimensions=384, probe=False)
+    with pytest.raises(embeddings.DimensionMismatch):
+        embeddings.backfill(db, version)
     with db.connection() as conn:
         assert conn.execute("SELECT to_regclass(%s)", (version.vectors_table,)).fetchone()[0] is None
 

@@ -21,6 +21,7 @@ from semindex.query_cache import QueryVectorCache
 from semindex.search import PlannerSettings, Scope, Searcher, SearchRequest, semantic_overscan
 from tests.conftest import _database_url, sample_records, write_jsonl
 from tests.synthetic_vectors import clustered_vectors, load_sources
+from tests.serving import serve
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,7 @@ def corpus_db(module_database, tmp_path_factory):
         indexes.build_hnsw(db, version, indexes.HnswParameters())
     indexes.build_lexical_index(db)
     retained_size.refresh_projection(db)
+    serve(db, "hash-64")
     return db
 
 

@@ -6,6 +6,7 @@ from resources import PostgresResource
 from semindex import embeddings
 from sensors import inbox_sensor
 from tests.conftest import sample_records, write_jsonl
+from tests.serving import serve
 
 
 def test_inbox_sensor_requests_one_run_per_new_inbox_state(db, database_url, semindex_home):
@@ -24,7 +25,8 @@ def test_inbox_sensor_requests_one_run_per_new_inbox_state(db, database_url, sem
         assert isinstance(no_version, dg.SkipReason) and "no active embedding version" in no_version.skip_message
 
         version = embeddings.register_version(db, "tiny", "hashing-16", 16)
-        embeddings.backfill(db, version)  # the first version to finish becomes active
+        embeddings.backfill(db, version)
+        serve(db, "tiny")
 
         context = dg.build_sensor_context(instance=instance, resources=resources)
         request = inbox_sensor(context)
