@@ -56,11 +56,13 @@ def vector_indexes_valid(context: dg.AssetCheckExecutionContext, postgres: Postg
 @dg.asset_check(
     asset=hnsw_index,
     blocking=True,
-    description="HNSW recall@10 against exact search on 200 sampled queries is at least 0.95",
+    description="HNSW recall@10 against exact search on 200 sampled queries meets the version's floor (default 0.95)",
 )
 def hnsw_recall(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
     db = postgres.database()
-    return _result(evaluation.hnsw_recall(db, get_version(db, context.partition_key)))
+    version = get_version(db, context.partition_key)
+    threshold = version.thresholds.get("hnsw_recall", evaluation.DEFAULT_HNSW_RECALL)
+    return _result(evaluation.hnsw_recall(db, version, threshold=threshold))
 
 
 def _stored_verdict(context: dg.AssetCheckExecutionContext, postgres: PostgresResource, prefix: str | None) -> dg.AssetCheckResult:

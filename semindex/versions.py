@@ -302,7 +302,8 @@ def retire(db: Database, version_key: str) -> Retirement:
                 f"embedding version {version_key!r} is the rollback target: promote again or roll back first"
             )
         conn.execute(statement("versions", "drop_vectors", vectors=version.vectors_table))
-        conn.execute(statement("versions", "forget_storage"), {"version_id": version_id})
+        conn.execute(statement("versions", "forget_partial_indexes"), (version_id,))
+        conn.execute(statement("versions", "forget_watermark"), (version_id,))
         conn.execute(statement("versions", "retire"), (version_id,))
         conn.execute(statement("versions", "record_event"), ("retire", version_id, None, None))
     return Retirement(version_key, version.vectors_table, changed=True)

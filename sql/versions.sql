@@ -48,9 +48,11 @@ UPDATE semindex.embedding_versions SET state = 'retired', retired_at = now() WHE
 -- CASCADE takes the version's HNSW and partial indexes with its table.
 DROP TABLE IF EXISTS {vectors} CASCADE;
 
--- name: forget_storage
-DELETE FROM semindex.partial_hnsw_indexes WHERE version_id = %(version_id)s;
-DELETE FROM semindex.embedding_backfill WHERE version_id = %(version_id)s;
+-- name: forget_partial_indexes
+DELETE FROM semindex.partial_hnsw_indexes WHERE version_id = %s;
+
+-- name: forget_watermark
+DELETE FROM semindex.embedding_backfill WHERE version_id = %s;
 
 -- name: key_of
 SELECT version_key FROM semindex.embedding_versions WHERE version_id = %s;
