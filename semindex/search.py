@@ -241,7 +241,14 @@ class Searcher:
         meta["semantic_plans"] = plans
         rows.sort(key=lambda row: (_finite(row[3]), row[1], row[0]))
         # Hydrate before trimming, so a chunk deleted between the two reads does not shorten the page.
-        return self._hydrate_semantic(rows[:limit])[:k]
+        hits = self._hydrate_semantic(rows[:limit])
+        floor = version.thresholds.get("min_similarity")
+        if floor is not None:
+            # The version's own cutoff: similarity scales differ between encoders, so none is shared.
+            kept = [hit for hit in hits if hit.scores["semantic"] >= floor]
+            meta["below_min_similarity"] = len(hits) - len(kept)
+            hits = kept
+        return hits[:k]
 
     def _query_params(self, query, source: Source, scope: Scope, limit: int) -> dict:
         return {

@@ -313,3 +313,24 @@ def test_the_versions_cli_lists_promotes_rolls_back_and_retires(db, database_url
     assert semindex_main(["versions", "list", "--json"]) == 0
     rows = {row["version_key"]: row for row in json.loads(capsys.readouterr().out)}
     assert rows["two"]["state"] == "retired" and rows["one"]["role"] == "serving"
+
+
+def test_a_score_cutoff_belongs_to_its_version(db, tmp_path):
+    from semindex import chunks, raw_records
+    from semindex.chunking import ChunkingParameters
+    from tests.conftest import sample_records
+
+    raw_records.ingest_file(db, write_jsonl(tmp_path / "c.jsonl", sample_records(per_stream=10)))
+    chunks.sync_chunks(db, ChunkingParameters())
+    lenient = embeddings.register_version(db, "lenient", "hashing-64", 64)
+    embeddings.backfill(db, lenient)
+    query = "the football match was won by the home team"
+    everything = search(db, SearchRequest(query, mode="semantic", k=50, version_key="lenient")).hits
+    floor = round(everything[9].scores["semantic"], 6)
+    strict = embeddings.register_version(db, "strict", "hashing-64", 64, thresholds={"min_similarity": floor})
+    embeddings.backfill(db, strict)
+    cut = search(db, SearchRequest(query, mode="semantic", k=50, version_key="strict"))
+    expected = [(h.record_key, h.field, h.chunk_no) for h in everything if h.scores["semantic"] >= floor]
+    assert 0 < len(expected) < len(everything) == 50
+    assert [(h.record_key, h.field, h.chunk_no) for h in cut.hits] == expected
+    assert cut.meta["below_min_similarity"] > 0
