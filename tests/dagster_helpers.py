@@ -10,6 +10,8 @@ from semindex.database import open_database
 from semindex.embeddings import register_version
 
 TINY_VERSION = "hash-v1"
+# Every asset up to (not including) the evaluation and the promotion.
+INDEX_STAGES = [asset for asset in definitions.all_assets if asset.key.path[-1] not in ("retrieval_evaluation", "serving_version")]
 
 
 def register_tiny_version(database_url: str, version_key: str = TINY_VERSION, dimensions: int = 64):
@@ -22,9 +24,15 @@ def materialize_graph(
     version_key: str,
     run_config: dict | None = None,
     selection=None,
+    *,
+    through_promotion: bool = False,
 ) -> dg.ExecuteInProcessResult:
+    """The graph for one version. By default it stops before retrieval_evaluation and
+    serving_version: their judged sets need the judged documents, which most test corpora leave out."""
     if not instance.has_dynamic_partition("embedding_versions", version_key):
         instance.add_dynamic_partitions("embedding_versions", [version_key])
+    if selection is None and not through_promotion:
+        selection = dg.AssetSelection.assets(*INDEX_STAGES)
     return dg.materialize(
         [*definitions.all_assets, *definitions.all_checks],
         instance=instance,

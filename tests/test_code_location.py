@@ -50,7 +50,9 @@ def test_bootstrap_is_idempotent(database_url):
 
 
 def test_every_verb_has_help():
-    for verb in (["run"], ["dev"], ["db", "url"], ["ingest"], ["search"]):
+    for verb in (["run"], ["dev"], ["db", "url"], ["ingest"], ["search"], ["versions"], *(
+        ["versions", v] for v in ("list", "register", "backfill", "promote", "rollback", "retire")
+    )):
         result = subprocess.run([*SEMINDEX, *verb, "--help"], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and "usage: semindex" in result.stdout
 

@@ -48,7 +48,7 @@ def test_whole_graph_with_the_real_model_then_a_rerun_encodes_nothing(db, databa
             assert {"dagster/row_count", "rows_added", "rows_changed", "rows_removed", "duration_seconds",
                     "throughput_rows_per_second"} <= set(metadata(first, asset))
 
-        hits = semantic_search(db, "football match result", k=5)
+        hits = semantic_search(db, "football match result", k=5, version_key="minilm-l6-v2")
         assert len(hits) == 5 and any(hit.stream == "sport" for hit in hits[:3])
 
         second = materialize_graph(instance, database_url, "minilm-l6-v2", raw_records_config(small_corpus))
@@ -99,7 +99,7 @@ def test_a_deleted_record_leaves_chunks_vectors_and_search(db, database_url, tmp
     query = target["fields"]["headline"]
     with dg.instance_for_test() as instance:
         materialize_graph(instance, database_url, version.version_key, raw_records_config(write_jsonl(tmp_path / "a.jsonl", records)))
-        assert semantic_search(db, query, k=1)[0].record_key == target["record_key"]
+        assert semantic_search(db, query, k=1, version_key=version.version_key)[0].record_key == target["record_key"]
 
         tombstone = dict(target, deleted=True, fields={}, updated_at="2031-01-01T00:00:00Z")
         result = materialize_graph(instance, database_url, version.version_key,
@@ -109,7 +109,7 @@ def test_a_deleted_record_leaves_chunks_vectors_and_search(db, database_url, tmp
     with db.connection() as conn:
         assert conn.execute("SELECT count(*) FROM semindex.chunks WHERE record_key = %s", (target["record_key"],)).fetchone()[0] == 0
         assert conn.execute(f"SELECT count(*) FROM {version.vectors_table} WHERE record_key = %s", (target["record_key"],)).fetchone()[0] == 0
-    assert target["record_key"] not in {hit.record_key for hit in semantic_search(db, query, k=20)}
+    assert target["record_key"] not in {hit.record_key for hit in semantic_search(db, query, k=20, version_key=version.version_key)}
     assert all(check_verdicts(result).values())
 
 

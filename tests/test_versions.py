@@ -97,7 +97,7 @@ def test_the_whole_lifecycle_from_registration_to_retirement(db, database_url, j
     register(db, versions_file, "tiny-v1")
     with dg.instance_for_test() as instance:
         # v1, the tiny encoder, goes through the whole graph and its gates, and serves.
-        first = materialize_graph(instance, database_url, "tiny-v1", raw_records_config(*judged_corpus))
+        first = materialize_graph(instance, database_url, "tiny-v1", raw_records_config(*judged_corpus), through_promotion=True)
         assert all(check_verdicts(first).values()), check_verdicts(first)
         assert metadata(first, "serving_version")["serving"] is True
         assert served_version(db) == "tiny-v1"
@@ -180,7 +180,7 @@ def test_a_candidate_worse_than_the_serving_version_fails_the_shadow_gate(db, da
     versions_file.write_text(tiny_declaration("wide", 256) + tiny_declaration("narrow", 4, max_regression=0.02))
     register(db, versions_file, "wide")
     with dg.instance_for_test() as instance:
-        assert materialize_graph(instance, database_url, "wide", raw_records_config(*judged_corpus)).success
+        assert materialize_graph(instance, database_url, "wide", raw_records_config(*judged_corpus), through_promotion=True).success
         register(db, versions_file, "narrow")
         result = run_steps(instance, database_url, "narrow", definitions.all_assets[2:])
     verdicts = check_verdicts(result)
