@@ -471,13 +471,21 @@ def _swap(conn, state: BlobState, report: MigrationReport) -> None:
     table, column = state.table, state.column
     parts = {"table": table, "column": column, "staging": STAGING_COLUMN}
     log.info("%s: phase swap (%s jsonb -> vector, one transaction)", table, column)
+    stragglers = 0
     with conn.transaction():
-        # Rows a writer added since the backfill passed them are cast here, under the lock.
         conn.execute(statement("semantic_blob", "lock_table", table=table))
-        removed = conn.execute(statement("semantic_blob", "quarantine_stragglers", **parts), {"source_table": table}).fetchall()
-        _add_counts(report.uncastable_rows, removed)
-        stragglers = conn.execute(statement("semantic_blob", "backfill_stragglers", **parts)).rowcount
-        conn.execute(statement("semantic_blob", "swap_columns", **parts))
+        try:
+            # Optimistic: SET NOT NULL is the one full scan the swap needs when no row is missing.
+            with conn.transaction():
+                conn.execute(statement("semantic_blob", "swap_columns", **parts))
+        except psycopg.errors.NotNullViolation:
+            # Rows a writer added after the backfill passed their keys: cast them here, under the lock.
+            removed = conn.execute(
+                statement("semantic_blob", "quarantine_stragglers", **parts), {"source_table": table}
+            ).fetchall()
+            _add_counts(report.uncastable_rows, removed)
+            stragglers = conn.execute(statement("semantic_blob", "backfill_stragglers", **parts)).rowcount
+            conn.execute(statement("semantic_blob", "swap_columns", **parts))
     report.backfilled_rows += max(stragglers, 0)
     report.steps.append(f"swapped {STAGING_COLUMN} in as {column} (NOT NULL)")
 

@@ -186,7 +186,8 @@ SELECT reason, count(*) FROM deleted GROUP BY reason ORDER BY reason;
 LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;
 
 -- name: quarantine_stragglers
--- Inside the swap transaction, under the table lock: rows written since the backfill passed them.
+-- Inside the swap transaction, under the table lock, only when SET NOT NULL found rows the backfill
+-- never saw (written after it passed their keys).
 WITH deleted AS (
     DELETE FROM {table} AS t
     WHERE t.{staging} IS NULL AND semindex.semantic_blob_embedding_problem(t.{column}) IS NOT NULL
@@ -205,8 +206,8 @@ SELECT reason, count(*) FROM deleted GROUP BY reason ORDER BY reason;
 UPDATE {table} SET {staging} = {column}::text::vector WHERE {staging} IS NULL;
 
 -- name: swap_columns
--- One transaction with the two statements before it: the JSONB column and the filled vector
--- column trade places at once, or not at all.
+-- One transaction: the JSONB column and the filled vector column trade places at once, or not at
+-- all. SET NOT NULL fails (and the caller casts the stragglers first) if a row was missed.
 ALTER TABLE {table} DROP COLUMN {column};
 ALTER TABLE {table} RENAME COLUMN {staging} TO {column};
 ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL;

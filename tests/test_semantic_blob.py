@@ -413,6 +413,33 @@ def test_a_half_backfilled_table_and_an_invalid_index_are_finished_on_the_next_r
     assert inspect_blob_table(db).phase == "migrated"
 
 
+def test_rows_written_after_the_backfill_passed_them_are_cast_in_the_swap(db, database_url):
+    fixture = make_fixture(14, per_instance_384=60, per_instance_768=5, bad=False)
+    late_vector = queries_near(fixture, np.random.default_rng(1), 1)[0]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        load_fixture(conn, TABLE, fixture)
+
+    def writer_between_backfill_and_swap(line: str) -> None:
+        # ProgressReporter.finish() emits once the backfill loop is done: a writer slips rows in
+        # (one castable, two not) before the swap takes its lock.
+        if "finished in" in line:
+            with psycopg.connect(database_url, autocommit=True) as writer:
+                writer.execute("INSERT INTO public.semantic_search_blob VALUES "
+                               "('connector', 'notes', %s, 'aaa-late', %s), ('connector', 'notes', %s, 'aaa-late-empty', '[]'),"
+                               "('connector', 'notes', %s, 'aaa-late-null', NULL)",
+                               (SCOPES[0], json.dumps(late_vector.tolist()), SCOPES[0], SCOPES[0]))
+
+    report = migrate(db, batch_size=25, progress_emit=writer_between_backfill_and_swap)
+
+    assert report.status == "migrated"
+    assert report.uncastable_rows == {"empty_array": 1, "null_embedding": 1}
+    fixture.add(("notes", SCOPES[0], "aaa-late"), late_vector)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert_values_preserved(fixture, migrated_vectors(conn, TABLE))
+        assert quarantined(conn, TABLE) == {"empty_array": 1, "null_embedding": 1}
+    assert inspect_blob_table(db).phase == "migrated"
+
+
 def test_a_table_without_a_single_jsonb_embedding_column_is_refused_clearly(db, database_url):
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(sql.SQL(CREATE_TABLE).format(sql.Identifier("public", "semantic_search_blob")))
