@@ -119,7 +119,8 @@ def command_search(args: argparse.Namespace) -> int:
         fusion=args.fusion,
     )
     try:
-        response = search(open_database(), request)
+        # Search only reads: no bootstrap, so it runs as a read-only role too.
+        response = search(open_database(bootstrap=False), request)
     except (LookupError, ValueError) as error:
         print(f"semindex search: {error}", file=sys.stderr)
         return 2

@@ -261,12 +261,13 @@ _open_databases: dict[str, Database] = {}
 _open_lock = threading.Lock()
 
 
-def open_database(url: str | None = None) -> Database:
-    """The process-wide, bootstrapped Database for `url` (default: DATABASE_URL or embedded)."""
+def open_database(url: str | None = None, *, bootstrap: bool = True) -> Database:
+    """The process-wide Database for `url` (default: DATABASE_URL or embedded), bootstrapped unless
+    the caller only reads (search may run as a role that cannot create anything)."""
     url = url or resolve_database_url()
     with _open_lock:
         database = _open_databases.get(url)
         if database is None:
-            database = Database(url)
+            database = Database(url, bootstrap=bootstrap)
             _open_databases[url] = database
         return database

@@ -28,7 +28,31 @@ def semindex_home(tmp_path_factory) -> Path:
 def server_url(semindex_home) -> str:
     from semindex.database import embedded_database_url
 
-    return embedded_database_url(semindex_home)
+    yield embedded_database_url(semindex_home)
+    _stop_embedded_server(semindex_home / "pgdata")
+
+
+def _stop_embedded_server(pgdata: Path) -> None:
+    """The session's server outlives its processes by design (Dagster runs share it); the test
+    session is its only user, so it stops it: SIGINT is PostgreSQL's fast shutdown."""
+    import signal
+    import time
+
+    pid_file = pgdata / "postmaster.pid"
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text().splitlines()[0])
+    try:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
 
 
 def _database_url(server_url: str, name: str) -> str:

@@ -226,8 +226,6 @@ def test_the_writer_keeps_dagster_storage_in_the_same_database(deployment):
     assert owners == {deployment["writer"]}
 
 
-@pytest.mark.xfail(strict=True, raises=psycopg.errors.InsufficientPrivilege, reason="open_database() always bootstraps, and the bootstrap's CREATE SCHEMA IF NOT "
-                   "EXISTS needs CREATE on the database: `semindex search` cannot run as a read-only role")
 def test_the_search_command_runs_as_the_reader(deployment, monkeypatch, capsys):
     from semindex.cli import main
 
