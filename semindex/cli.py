@@ -90,6 +90,28 @@ def command_db_url(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_db_migrate(args: argparse.Namespace) -> int:
+    from semindex.database import open_database
+    from semindex.semantic_blob import BlobTableError, migrate
+
+    try:
+        report = migrate(
+            open_database(),
+            table=args.table,
+            batch_size=args.batch_size,
+            maintenance_work_mem=args.maintenance_work_mem,
+            dimensions=args.dimensions,
+            concurrently=args.concurrently,
+            progress_emit=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    except (BlobTableError, ValueError) as error:
+        print(f"semindex db migrate: {error}", file=sys.stderr)
+        return 1
+    summary = report.as_metadata()
+    print(json.dumps(summary, indent=2) if args.json else "\n".join(f"{key}: {value}" for key, value in summary.items()))
+    return 0
+
+
 def command_ingest(args: argparse.Namespace) -> int:
     from semindex.orchestration import run_asset
 
@@ -274,6 +296,28 @@ def build_parser() -> argparse.ArgumentParser:
         "under SEMINDEX_HOME and prints its URL, e.g. for psql.",
     )
     url.set_defaults(handler=command_db_url)
+    migrate = db_verbs.add_parser(
+        "migrate",
+        help="adopt a reference-server semantic_search_blob: JSONB embeddings to pgvector, in place",
+        description="Migrates a table shaped (connector_id, connector_instance_id, scope_key, record_key, "
+        "embedding JSONB) to pgvector: rows that cannot be cast (not an array, nulls, non-numbers, empty, "
+        "NaN/Infinity, out of float4 range) move to semindex.quarantined_semantic_blob_rows with their reason; "
+        "the rest are cast in bounded batches along the primary key, the columns are swapped in one "
+        "transaction, and a partial expression HNSW index is built serially for one dimension. Safe to kill "
+        "at any point and re-run; a migrated table is left untouched. Without the vector extension the "
+        "table stays JSONB (its bad rows are counted, not deleted) and search ranks it by brute force. The "
+        "vector_column asset runs the same migration when the table exists. After a migration of a large "
+        "table, VACUUM it (every row was rewritten).",
+        epilog="environment: SEMINDEX_MIGRATION_BATCH_SIZE (default 50000), "
+        "SEMINDEX_MIGRATION_MAINTENANCE_WORK_MEM (default 256MB)",
+    )
+    migrate.add_argument("--table", default="public.semantic_search_blob", help="schema.table (default: %(default)s)")
+    migrate.add_argument("--batch-size", type=int, default=None, help="rows per backfill transaction")
+    migrate.add_argument("--maintenance-work-mem", default=None, help="memory for the index build, e.g. 1GB")
+    migrate.add_argument("--dimensions", type=int, default=384, help="dimension the HNSW index covers (default: %(default)s)")
+    migrate.add_argument("--concurrently", action="store_true", help="build the index CONCURRENTLY (table serving reads)")
+    migrate.add_argument("--json", action="store_true", help="print the report as JSON")
+    migrate.set_defaults(handler=command_db_migrate)
 
     ingest = verbs.add_parser(
         "ingest",

@@ -11,6 +11,7 @@ did not commit, and never writes a row twice.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 DEFAULT_VERSION_KEY = "minilm-l6-v2"
 METRICS = ("cosine", "l2", "ip")
 PROMOTION_MODES = ("auto", "manual")
+# The same pattern as the table's CHECK: it is also a Dagster partition key, where commas break backfills.
+VERSION_KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,62}")
 # Chunks are shared by every version (one chunk table, one lexical index), so a version may only
 # declare the chunking this build cuts; a different chunking is a different corpus.
 SHARED_CHUNKING = ChunkingParameters()
@@ -130,6 +133,10 @@ def register_version(
     version key; its thresholds and promotion mode may be updated by registering again. Its vector
     table is created by the first backfill.
     """
+    if not VERSION_KEY_PATTERN.fullmatch(version_key):
+        raise ValueError(
+            f"version key {version_key!r} must be 1-63 characters: letters, digits and . _ @ -, starting with a letter or digit"
+        )
     spec = encoder_name if isinstance(encoder_name, EncoderSpec) else spec_from_name(encoder_name)
     spec.validate()
     if distance_metric not in METRICS:

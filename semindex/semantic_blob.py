@@ -194,6 +194,13 @@ def inspect_blob_table(
         return _inspect(conn, table, dimensions, column, index_name)
 
 
+def blob_table_exists(db: Database, table: str = DEFAULT_TABLE) -> bool:
+    """Whether the database holds a table to adopt (the vector-column stage migrates it when it does)."""
+    schema, name = split_table_name(table)
+    with db.connection() as conn:
+        return conn.execute(statement("semantic_blob", "relation"), (schema, name)).fetchone() is not None
+
+
 def _inspect(conn, table: str, dimensions: int, column: str | None, index_name: str | None) -> BlobState:
     schema, name = split_table_name(table)
     relation = conn.execute(statement("semantic_blob", "relation"), (schema, name)).fetchone()

@@ -813,3 +813,31 @@ def test_jsonb_mode_for_a_role_that_may_not_create_the_vector_extension(server_u
             admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
         with psycopg.connect(server_url, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_the_vector_column_stage_and_db_migrate_adopt_the_table(db, database_url, tmp_path, monkeypatch, capsys):
+    import dagster as dg
+
+    from semindex.cli import main as semindex_main
+    from tests.conftest import sample_records, write_jsonl
+    from tests.dagster_helpers import materialize_graph, metadata, raw_records_config, register_tiny_version
+
+    fixture = make_fixture(5, per_instance_384=40, per_instance_768=5)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        load_fixture(conn, TABLE, fixture)
+    version = register_tiny_version(database_url, "blob-tiny", 16)
+    corpus = write_jsonl(tmp_path / "c.jsonl", sample_records(per_stream=1))
+    with dg.instance_for_test() as instance:
+        result = materialize_graph(instance, database_url, version.version_key, raw_records_config(corpus))
+    stage = metadata(result, "vector_column")
+    assert stage["storage_mode"] == "vector"
+    assert stage["blob_migration"]["status"] == "migrated" and stage["blob_migration"]["rows"] == len(fixture.vectors)
+    with psycopg.connect(database_url) as conn:
+        assert quarantined(conn, TABLE) == fixture.bad
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert semindex_main(["db", "migrate", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["status"] == "already migrated" and report["mode"] == "vector"
+    assert semindex_main(["db", "migrate", "--table", "public.no_such_table"]) == 1
+    assert "public.no_such_table does not exist" in capsys.readouterr().err
