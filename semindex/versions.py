@@ -189,7 +189,7 @@ def record_evaluation(
 ) -> StoredEvaluation:
     """Store a verdict: passed exactly when there are no failures, judged under the current thresholds."""
     with db.connection() as conn:
-        evaluation_id = conn.execute(
+        row = conn.execute(
             statement("versions", "insert_evaluation"),
             {
                 "version_id": version.version_id,
@@ -199,12 +199,8 @@ def record_evaluation(
                 "failures": failures,
                 "passed": not failures,
             },
-        ).fetchone()[0]
-    return latest_evaluation(db, version) or _missing(evaluation_id)
-
-
-def _missing(evaluation_id: int):
-    raise RuntimeError(f"evaluation {evaluation_id} vanished right after it was stored")
+        ).fetchone()
+    return StoredEvaluation(*row)
 
 
 def latest_evaluation(db: Database, version: EmbeddingVersion) -> StoredEvaluation | None:

@@ -11,7 +11,7 @@ FROM semindex.embedding_versions WHERE version_key = %s FOR UPDATE;
 -- name: insert_evaluation
 INSERT INTO semindex.version_evaluations (version_id, thresholds, judged, shadow, failures, passed)
 VALUES (%(version_id)s, %(thresholds)s, %(judged)s, %(shadow)s, %(failures)s, %(passed)s)
-RETURNING evaluation_id;
+RETURNING evaluation_id, version_id, evaluated_at, thresholds, judged, shadow, failures, passed;
 
 -- name: latest_evaluation
 -- FOR SHARE: a verdict read by a promotion cannot be deleted under it.
