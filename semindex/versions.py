@@ -218,14 +218,19 @@ class Flip:
     changed: bool = True
 
 
+def _lock_for_flip(conn, version_key: str) -> tuple:
+    """Serialise with every other flip, then lock the version's row: (id, state, active, rollback_target, thresholds)."""
+    conn.execute(statement("versions", "lock_serving"))
+    row = conn.execute(statement("versions", "version_for_update"), (version_key,)).fetchone()
+    if row is None:
+        raise LookupError(f"no embedding version {version_key!r} is registered")
+    return row
+
+
 def promote(db: Database, version_key: str) -> Flip:
     """Make `version_key` the serving version, if and only if its stored verdict passed."""
     with db.connection() as conn:
-        conn.execute(statement("versions", "lock_serving"))
-        row = conn.execute(statement("versions", "version_for_update"), (version_key,)).fetchone()
-        if row is None:
-            raise LookupError(f"no embedding version {version_key!r} is registered")
-        version_id, state, active, _, thresholds = row
+        version_id, state, active, _, thresholds = _lock_for_flip(conn, version_key)
         if active:
             return Flip("promote", version_key, None, changed=False)
         if state != "ready":
@@ -284,11 +289,7 @@ def retire(db: Database, version_key: str) -> Retirement:
     """Drop a version's vectors and indexes. Refused for the active version and the rollback target."""
     version = get_version(db, version_key)
     with db.connection() as conn:
-        conn.execute(statement("versions", "lock_serving"))
-        row = conn.execute(statement("versions", "version_for_update"), (version_key,)).fetchone()
-        if row is None:
-            raise LookupError(f"no embedding version {version_key!r} is registered")
-        version_id, state, active, rollback_target, _ = row
+        version_id, state, active, rollback_target, _ = _lock_for_flip(conn, version_key)
         if state == "retired":
             return Retirement(version_key, version.vectors_table, changed=False)
         if active:
