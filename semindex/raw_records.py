@@ -5,6 +5,9 @@ text values), updated_at (ISO 8601) and an optional boolean `deleted`. Records a
 (connector_instance_id, stream, record_key); a record whose content hash is unchanged is not
 rewritten, a deleted record becomes a tombstone. A malformed line goes to
 semindex.quarantined_records with its file, line number and reason; the run never stops on one.
+A UTF-8 byte order mark at the start of a line is ignored (RFC 8259 lets a parser ignore it; files
+saved on Windows start with one, and concatenated exports carry one mid-file); a line that is
+blank once it is gone is skipped like any blank line.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ KEY_COLUMNS = ("connector_id", "connector_instance_id", "stream", "record_key")
 # btree index entries top out near 2.7 kB; longer keys would fail a whole batch, so they are refused.
 MAX_KEY_BYTES = 512
 EXCERPT_CHARS = 2000
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 class MalformedRecord(ValueError):
@@ -95,6 +99,9 @@ def parse_record(line: str, *, max_field_bytes: int) -> RawRecord:
         obj = json.loads(line)
     except json.JSONDecodeError as error:
         raise MalformedRecord(f"invalid JSON: {error.msg} at column {error.colno}") from None
+    except ValueError as error:
+        # Valid JSON Python refuses to read: an integer over sys.get_int_max_str_digits() digits.
+        raise MalformedRecord(f"JSON number too long to read: {str(error).split(';')[0]}") from None
     if not isinstance(obj, dict):
         raise MalformedRecord(f"a record must be a JSON object, got {type(obj).__name__}")
     keys: dict[str, str] = {}
@@ -152,13 +159,16 @@ def read_jsonl(path: Path, *, max_field_bytes: int) -> Iterator[tuple[int, int, 
     """(line number, bytes read, record or quarantine entry) for every line, streamed."""
     with path.open("rb") as handle:
         for line_no, raw in enumerate(handle, start=1):
+            size = len(raw)
+            raw = raw.removeprefix(UTF8_BOM)
             if not raw.strip():
-                yield line_no, len(raw), None
+                yield line_no, size, None
                 continue
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as error:
-                yield line_no, len(raw), Quarantined(line_no, f"not valid UTF-8 at byte {error.start}", _excerpt(raw))
+                at = error.start + size - len(raw)  # counted from the start of the line, BOM included
+                yield line_no, size, Quarantined(line_no, f"not valid UTF-8 at byte {at}", _excerpt(raw))
                 continue
             try:
                 item: RawRecord | Quarantined = parse_record(line, max_field_bytes=max_field_bytes)
@@ -166,7 +176,7 @@ def read_jsonl(path: Path, *, max_field_bytes: int) -> Iterator[tuple[int, int, 
                 item = Quarantined(line_no, str(error), _excerpt(raw))
             except RecursionError:
                 item = Quarantined(line_no, "JSON nested too deeply", _excerpt(raw))
-            yield line_no, len(raw), item
+            yield line_no, size, item
 
 
 def file_sha256(path: Path) -> bytes:
