@@ -115,9 +115,9 @@ def parse_record(line: str, *, max_field_bytes: int) -> RawRecord:
     deleted = obj.get("deleted", False)
     if not isinstance(deleted, bool):
         raise MalformedRecord(f"deleted must be true or false, got {deleted!r:.40}")
-    raw_fields = obj.get("fields", {} if deleted else None)
-    if raw_fields is None:
+    if "fields" not in obj and not deleted:
         raise MalformedRecord("missing key 'fields'")
+    raw_fields = obj.get("fields", {})  # a tombstone needs none; a null is a wrong type, not a missing key
     if not isinstance(raw_fields, dict):
         raise MalformedRecord(f"fields must be an object of text values, got {type(raw_fields).__name__}")
     fields = {
