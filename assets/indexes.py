@@ -19,11 +19,11 @@ class HnswConfig(dg.Config):
 def _build_metadata(build: stage.IndexBuild, rows: int) -> dict:
     return stage_metadata(
         row_count=rows,
-        added=1 if build.action != "exists" else 0,
+        added=1 if build.added else 0,
         changed=0,
         removed=0,
         seconds=build.seconds,
-        work_rows=rows if build.action != "exists" else 0,
+        work_rows=rows if build.added else 0,
         index=build.index_name,
         action=build.action,
         concurrently=build.concurrently,
@@ -35,7 +35,8 @@ def _build_metadata(build: stage.IndexBuild, rows: int) -> dict:
     partitions_def=embedding_versions,
     kinds={"postgres", "pgvector"},
     group_name="index_pipeline",
-    description="The version's HNSW index, built serially after loading; CONCURRENTLY once the version serves queries.",
+    description="The version's HNSW index, built serially after loading; CONCURRENTLY once the version serves queries. "
+    "Skipped in JSONB mode (no pgvector), where semantic search is a brute-force scan.",
 )
 def hnsw_index(context: dg.AssetExecutionContext, config: HnswConfig, postgres: PostgresResource) -> dg.MaterializeResult:
     db = postgres.database()

@@ -25,7 +25,8 @@ class PartialIndexSetConfig(HnswConfig):
     partitions_def=embedding_versions,
     kinds={"postgres", "pgvector"},
     group_name="index_pipeline",
-    description="Partial HNSW indexes for hot sources in the medium-large band; created on entry, dropped on exit.",
+    description="Partial HNSW indexes for hot sources in the medium-large band; created on entry, dropped on exit. "
+    "Skipped in JSONB mode (no pgvector).",
 )
 def partial_index_set(context: dg.AssetExecutionContext, config: PartialIndexSetConfig, postgres: PostgresResource) -> dg.MaterializeResult:
     db = postgres.database()
@@ -37,6 +38,8 @@ def partial_index_set(context: dg.AssetExecutionContext, config: PartialIndexSet
         HotSourceBand(config.min_rows, config.max_share, config.max_sources),
         HnswParameters(config.m, config.ef_construction, config.maintenance_work_mem),
     )
+    if report.skipped:
+        context.log.info(f"partial HNSW indexes of {version.version_key}: {report.skipped}")
     return dg.MaterializeResult(
         metadata=stage_metadata(
             row_count=len(report.members),
@@ -47,5 +50,6 @@ def partial_index_set(context: dg.AssetExecutionContext, config: PartialIndexSet
             work_rows=sum(member["rows"] for member in report.members if member["index"] in report.created),
             members=dg.MetadataValue.json(report.members),
             dropped=dg.MetadataValue.json(report.dropped),
+            **({"action": report.skipped} if report.skipped else {}),
         )
     )

@@ -6,6 +6,10 @@ id order in bounded batches; each batch encodes only texts that have no vector y
 (chunks with the same content hash share one), COPYs the vectors in binary and advances the
 version's watermark in the same transaction. A killed run therefore resumes at the first batch that
 did not commit, and never writes a row twice.
+
+Without pgvector (JSONB mode, see semindex.database) the table is the same with `embedding jsonb`, a
+JSON array of exactly d numbers (the float32 values the encoder produced), loaded through the same
+staging table; search then ranks by brute force (semindex.search).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import numpy as np
 from psycopg.types.json import Jsonb
 
 from semindex.chunking import ChunkingParameters
-from semindex.database import Database
+from semindex.database import JSONB_MODE, Database
 from semindex.encoders import (
     MINILM_ENCODER_NAME,
     Encoder,
@@ -196,19 +200,47 @@ def _find_version(db: Database, version_key: str) -> EmbeddingVersion | None:
         return None
 
 
+def storage_mode(db: Database) -> str:
+    """How this database stores vectors: "vector" (pgvector) or "jsonb" (no extension)."""
+    return db.vector_mode or db.probe_vector_mode()
+
+
 def ensure_vector_table(db: Database, version: EmbeddingVersion) -> None:
+    """The version's pgvector table, `embedding vector(d)`; needs pgvector (VectorExtensionMissing without)."""
+    _create_version_table(db, version, "create_table")
+
+
+def ensure_version_table(db: Database, version: EmbeddingVersion) -> None:
+    """The version's table in this database's storage mode: vector(d), or in JSONB mode jsonb."""
+    if storage_mode(db) == JSONB_MODE:
+        _create_version_table(db, version, "create_table_jsonb", embedding_check=f"{version.table_name}_embedding_check")
+    else:
+        ensure_vector_table(db, version)
+
+
+def _create_version_table(db: Database, version: EmbeddingVersion, name: str, **parts) -> None:
     with db.connection() as conn:
         conn.execute(
             statement(
                 "vectors",
-                "create_table",
+                name,
                 vectors=version.vectors_table,
                 scope_index=f"{version.table_name}_scope",
                 content_index=f"{version.table_name}_content",
                 dimensions=version.dimensions,
                 version_id=version.version_id,
+                **parts,
             )
         )
+
+
+def _stage_vectors(conn, jsonb: bool, shas, vectors) -> None:
+    """COPY (content hash, vector) pairs into staged_vectors: pgvector's binary format, or in JSONB
+    mode each vector as a JSON array of its float32 values (so both modes rank the same numbers)."""
+    with conn.cursor().copy(statement("vectors", "copy_staging")) as copy:
+        copy.set_types(["bytea", "jsonb" if jsonb else "vector"])
+        for sha, vector in zip(shas, vectors, strict=True):
+            copy.write_row((sha, Jsonb(np.asarray(vector, dtype=np.float32).tolist()) if jsonb else vector))
 
 
 @dataclass
@@ -248,7 +280,8 @@ def backfill(
             f"{version.version_key!r} was registered with {version.encoder_revision!r}; register a new version"
         )
     check_encoder_dimensions(encoder, version.version_key, version.encoder_name, version.dimensions)
-    ensure_vector_table(db, version)
+    ensure_version_table(db, version)
+    jsonb = storage_mode(db) == JSONB_MODE
     with db.connection() as conn:
         conn.execute(statement("embedding_versions", "set_state"), ("backfilling", version.version_id))
     progress = ProgressReporter(f"embed {version.version_key}", pending, progress_emit)
@@ -272,11 +305,8 @@ def backfill(
         vectors = encoder.encode(list(to_encode.values())) if to_encode else np.zeros((0, version.dimensions))
         through = rows[-1][0]
         with db.connection() as conn:
-            conn.execute(statement("vectors", "create_staging"))
-            with conn.cursor().copy(statement("vectors", "copy_staging")) as copy:
-                copy.set_types(["bytea", "vector"])
-                for sha, vector in zip(to_encode, vectors, strict=True):
-                    copy.write_row((sha, vector))
+            conn.execute(statement("vectors", "create_staging_jsonb" if jsonb else "create_staging"))
+            _stage_vectors(conn, jsonb, to_encode, vectors)
             chunk_ids = [row[0] for row in rows]
             insert_batch = statement("vectors", "insert_batch", vectors=version.vectors_table)
             conn.execute(insert_batch, {"chunk_ids": chunk_ids})
@@ -284,10 +314,7 @@ def backfill(
                 statement("vectors", "still_without_vector", vectors=version.vectors_table), (chunk_ids,)
             ).fetchall())
             if orphans:  # rare: encode them now, inside the batch, so the watermark never skips one
-                with conn.cursor().copy(statement("vectors", "copy_staging")) as copy:
-                    copy.set_types(["bytea", "vector"])
-                    for sha, vector in zip(orphans, encoder.encode(list(orphans.values())), strict=True):
-                        copy.write_row((sha, vector))
+                _stage_vectors(conn, jsonb, orphans, encoder.encode(list(orphans.values())))
                 conn.execute(insert_batch, {"chunk_ids": chunk_ids})
                 to_encode.update(orphans)
             advanced = conn.execute(

@@ -50,7 +50,26 @@ def hnsw_recall(
     ef_search: int = 100,
     threshold: float = 0.95,
 ) -> Verdict:
-    """Mean recall@k of the version's HNSW index against an exact scan, over stored vectors as queries."""
+    """Mean recall@k of the version's HNSW index against an exact scan, over stored vectors as queries.
+
+    In JSONB mode (no pgvector) there is no index: search is exact by construction, and the verdict
+    says so instead of measuring brute force against itself.
+    """
+    from semindex.database import JSONB_MODE
+    from semindex.embeddings import storage_mode, vector_count
+
+    if storage_mode(db) == JSONB_MODE:
+        vectors = vector_count(db, version)
+        diagnostics = {"mode": JSONB_MODE, "recall": "not applicable", "search": "exact brute force",
+                       "vectors": vectors, "threshold": threshold}
+        if not vectors:
+            return Verdict(False, f"version {version.version_key!r} has no vectors to query", diagnostics)
+        return Verdict(
+            True,
+            f"no HNSW index in JSONB mode: semantic search over {vectors} vectors is an exact brute force, "
+            "so index recall is not applicable",
+            diagnostics,
+        )
     percent = sample_percent(db, version.vectors_table, queries)
     top_k = statement("quality", "ann_top_k", vectors=version.vectors_table, operator=distance_operator(version))
     with db.connection() as conn:

@@ -5,25 +5,32 @@ runs from building the same index (the second waits, then finds it valid); an in
 an interrupted build is dropped and rebuilt; builds run serially with maintenance_work_mem raised
 for the session and reset after; CONCURRENTLY is used once the data serves queries, so searches and
 writes go on during the build.
+
+Without pgvector (JSONB mode) there is no ANN index: build_hnsw reports it skipped (search is a
+brute-force scan that ranks every scoped row), and the validity check has no HNSW to look for.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 from psycopg import sql
 
-from semindex.database import Database
-from semindex.embeddings import EmbeddingVersion, active_version
+from semindex.database import JSONB_MODE, Database
+from semindex.embeddings import EmbeddingVersion, active_version, storage_mode
 from semindex.sql_files import statement
 
 log = logging.getLogger(__name__)
 
 LEXICAL_INDEX_NAME = "chunks_scope_document_gin"
 OPCLASS_BY_METRIC = {"cosine": "vector_cosine_ops", "l2": "vector_l2_ops", "ip": "vector_ip_ops"}
+JSONB_SKIPPED = "skipped (jsonb mode: brute-force search)"
+# The ANN indexes semindex manages: a version's HNSW and its hot-source partial HNSW indexes.
+_ANN_INDEX_NAME = re.compile(r"chunk_vectors_v\d+_(hnsw|hot_[0-9a-f]{16})")
 
 
 @dataclass(frozen=True)
@@ -44,9 +51,18 @@ class HnswParameters:
 @dataclass(frozen=True)
 class IndexBuild:
     index_name: str
-    action: str  # "exists", "built" or "rebuilt"
+    action: str  # "exists", "built", "rebuilt", or JSONB_SKIPPED
     seconds: float
     concurrently: bool
+
+    @property
+    def added(self) -> bool:
+        return self.action in ("built", "rebuilt")
+
+
+def is_ann_index_name(name: str) -> bool:
+    """True for the name of a managed HNSW index (a version's own, or a hot source's partial one)."""
+    return _ANN_INDEX_NAME.fullmatch(name) is not None
 
 
 def index_validity(db: Database, names: list[str]) -> dict[str, bool | None]:
@@ -104,6 +120,11 @@ def serves_queries(db: Database, version: EmbeddingVersion | None = None) -> boo
 
 
 def build_hnsw(db: Database, version: EmbeddingVersion, parameters: HnswParameters) -> IndexBuild:
+    if storage_mode(db) == JSONB_MODE:
+        log.info("%s: no HNSW index in JSONB mode (no pgvector); semantic search ranks %s by brute force",
+                 version.hnsw_index_name, version.vectors_table)
+        return IndexBuild(version.hnsw_index_name, JSONB_SKIPPED, 0.0, False)
+
     def create(concurrently: bool) -> sql.Composable:
         return statement(
             "indexes",

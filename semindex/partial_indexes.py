@@ -4,20 +4,32 @@ Sources in the medium-large band (by default at least 10,000 vectors, at most 10
 vectors, at most 8 sources) get a filtered graph of their own; a source that leaves the band loses
 it. Index names are derived from a hash of the source, and the source's values reach the DDL only
 as quoted literals, so any connector id, however odd, yields a safe name and predicate.
+
+Without pgvector (JSONB mode) there are no partial graphs: the set is skipped and lists none.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 
 from psycopg import sql
 
-from semindex.database import Database
-from semindex.embeddings import EmbeddingVersion
-from semindex.indexes import OPCLASS_BY_METRIC, HnswParameters, concurrently_keyword, drop_index, ensure_index
+from semindex.database import JSONB_MODE, Database
+from semindex.embeddings import EmbeddingVersion, storage_mode
+from semindex.indexes import (
+    JSONB_SKIPPED,
+    OPCLASS_BY_METRIC,
+    HnswParameters,
+    concurrently_keyword,
+    drop_index,
+    ensure_index,
+)
 from semindex.sql_files import statement
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,6 +52,7 @@ class PartialIndexReport:
     members: list[dict] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    skipped: str | None = None  # why nothing was synced (JSONB mode), else None
 
 
 def partial_index_name(version: EmbeddingVersion, connector_instance_id: str, stream: str) -> str:
@@ -51,6 +64,11 @@ def sync_partial_indexes(
     db: Database, version: EmbeddingVersion, band: HotSourceBand, parameters: HnswParameters
 ) -> PartialIndexReport:
     report = PartialIndexReport()
+    if storage_mode(db) == JSONB_MODE:
+        log.info("%s: no partial HNSW indexes in JSONB mode (no pgvector); hot sources are searched by brute force",
+                 version.vectors_table)
+        report.skipped = JSONB_SKIPPED
+        return report
     with db.connection() as conn:
         desired = conn.execute(
             statement("partial_indexes", "band_members"),
@@ -100,5 +118,7 @@ def sync_partial_indexes(
 
 
 def managed_partial_indexes(db: Database, version: EmbeddingVersion) -> list[str]:
+    if storage_mode(db) == JSONB_MODE:
+        return []  # none can exist without pgvector
     with db.connection() as conn:
         return [row[2] for row in conn.execute(statement("partial_indexes", "managed"), (version.version_id,))]

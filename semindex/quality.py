@@ -3,16 +3,20 @@ and index validity. Each returns a verdict with diagnostics for the asset check'
 
 pandas and pandera are imported when a check runs, not when Dagster loads the definitions (they
 cost about half a second).
+
+In JSONB mode (no pgvector) vectors are JSON arrays, checked by the same schema once parsed, and
+there are no HNSW indexes to validate.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from semindex.database import Database
+from semindex.database import JSONB_MODE, Database
 from semindex.embeddings import EmbeddingVersion
 from semindex.sql_files import statement
 
@@ -63,8 +67,20 @@ def embedding_schema(dimensions: int, metric: str):
 
 
 def as_array(value) -> np.ndarray:
-    """A vector as read back from PostgreSQL (pgvector's Vector, or a sequence) as float64."""
+    """A vector as read back from PostgreSQL (pgvector's Vector, a JSON array's list or its text) as float64."""
+    if isinstance(value, str):
+        value = json.loads(value)
     return np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value, dtype=np.float64)
+
+
+def _sampled_vector(value) -> np.ndarray:
+    """as_array, except that a value that is no flat array of numbers (JSONB mode) becomes an empty
+    array, failing the dimension check with its chunk id instead of stopping the check."""
+    try:
+        vector = as_array(value)
+    except (TypeError, ValueError):
+        return np.empty(0)
+    return vector if vector.ndim == 1 else np.empty(0)
 
 
 def sample_percent(db: Database, table: str, wanted: int) -> float:
@@ -112,7 +128,7 @@ def check_embedding_frame(db: Database, version: EmbeddingVersion, sample_size: 
         ).fetchall()
     if not rows:
         return Verdict(False, f"version {version.version_key!r} has no vectors", {"sampled": 0})
-    vectors = [as_array(row[1]) for row in rows]
+    vectors = [_sampled_vector(row[1]) for row in rows]
     frame = pd.DataFrame(
         {
             "chunk_id": [row[0] for row in rows],
@@ -149,8 +165,19 @@ def check_parity(db: Database, version: EmbeddingVersion) -> Verdict:
 
 
 def check_index_validity(db: Database, index_names: list[str]) -> Verdict:
-    from semindex.indexes import index_validity
+    from semindex.embeddings import storage_mode
+    from semindex.indexes import index_validity, is_ann_index_name
 
+    if storage_mode(db) == JSONB_MODE:
+        # No pgvector, so no HNSW: search is a brute-force scan and has no index to depend on.
+        not_applicable = [name for name in index_names if is_ann_index_name(name)]
+        index_names = [name for name in index_names if not is_ann_index_name(name)]
+        if not index_names:
+            return Verdict(
+                True,
+                "no ANN indexes to validate in JSONB mode (semantic search is a brute-force scan)",
+                {"mode": JSONB_MODE, "not_applicable": not_applicable},
+            )
     states = index_validity(db, index_names)
     bad = {name: ("missing" if state is None else "invalid") for name, state in states.items() if not state}
     diagnostics = {name: ("valid" if state else "missing" if state is None else "invalid") for name, state in states.items()}

@@ -11,6 +11,11 @@ projection as a cheap cardinality estimate:
            iterative scans in strict order, the scope applied in the database;
   global   no scope at all: one walk of the version's graph.
 
+In JSONB mode (no pgvector, so no vector type and no HNSW) every source, and the unscoped case, takes
+one plan, "jsonb_exact": the scoped rows stream through a server-side cursor in batches, numpy ranks
+them with the version's metric (pgvector's definitions), and a bounded top-`limit` is kept, so
+everything is ranked before anything is cut and memory stays at one batch.
+
 Guarantee: when at least k rows match, k hits come back, in exact distance order among
 themselves. An ANN path that returns short is retried with a wider window, then exactly.
 Per-source queries run through the bounded fan-out; the query vector comes from the cache.
@@ -18,6 +23,7 @@ Per-source queries run through the bounded fan-out; the query vector comes from 
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -26,8 +32,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from semindex.database import Database
-from semindex.embeddings import EmbeddingVersion, active_version, get_version
+from semindex.database import JSONB_MODE, Database
+from semindex.embeddings import EmbeddingVersion, active_version, get_version, storage_mode
 from semindex.encoders import load_encoder
 from semindex.evaluation import distance_operator
 from semindex.fanout import SearchFanOut, default_fanout
@@ -38,6 +44,9 @@ MAX_K = 100
 MODES = ("lexical", "semantic", "hybrid")
 FUSIONS = ("rrf", "interleave")
 RRF_K = 60
+JSONB_PLAN = "jsonb_exact"
+# Rows per fetch of the JSONB brute force: 2,000 x 384 float64 is 6 MB of matrix.
+JSONB_FETCH_ROWS = 2000
 
 
 @dataclass(frozen=True)
@@ -193,6 +202,8 @@ class Searcher:
         return [Source(*row) for row in rows]
 
     def plan(self, source: Source, scope: Scope) -> str:
+        if storage_mode(self.db) == JSONB_MODE:
+            return JSONB_PLAN
         if scope.record_keys or source.vector_estimate is None:
             return "exact"
         if source.vector_estimate <= self.planner.exact_threshold:
@@ -261,7 +272,15 @@ class Searcher:
         }
 
     def _run_task(self, version, query, scope: Scope, limit: int, target, plan: str):
-        """One source (exact or partial plan), or a group of sources sharing one graph walk."""
+        """One source (exact, partial or jsonb_exact plan), or a group of sources sharing one graph walk."""
+        if plan == JSONB_PLAN:
+            params = {
+                "instance": target.connector_instance_id,
+                "stream": target.stream,
+                "fields": list(scope.fields),
+                "record_keys": list(scope.record_keys),
+            }
+            return self._jsonb_scan(version, query, "semantic_jsonb_source", params, limit), plan
         operator = distance_operator(version)
         if plan in ("ann", "partial"):
             if isinstance(target, tuple):
@@ -298,6 +317,8 @@ class Searcher:
         return rows, plan
 
     def _run_global(self, version, query, limit: int):
+        if storage_mode(self.db) == JSONB_MODE:
+            return self._jsonb_scan(version, query, "semantic_jsonb_all", None, limit), JSONB_PLAN
         operator = distance_operator(version)
         with self.db.connection() as conn:
             conn.execute(statement("search", "ann_settings"), (str(max(self.planner.candidate_window, limit)), "20000"))
@@ -306,6 +327,33 @@ class Searcher:
                 {"query": query, "limit": limit},
             ).fetchall()
         return rows, "global_ann"
+
+    def _jsonb_scan(self, version: EmbeddingVersion, query, name: str, params: dict | None, limit: int) -> list[tuple]:
+        """Rank every row statement `name` yields, batch by batch, keeping the best `limit` in the
+        planner's total order (distance, record key, chunk id); rows shaped like the other plans'."""
+        query = np.asarray(query, dtype=np.float64)
+        best: list[tuple[float, str, int, str]] = []  # (distance, record_key, chunk_id, field), sorted
+        with self.db.connection() as conn:
+            cursor = conn.cursor(name="semindex_jsonb_scan")
+            try:
+                cursor.execute(statement("search", name, vectors=version.vectors_table), params)
+                while rows := cursor.fetchmany(JSONB_FETCH_ROWS):
+                    # One parse per batch, in C; the table's CHECK guarantees flat arrays of d numbers.
+                    matrix = np.array(json.loads("[" + ",".join(row[3] for row in rows) + "]"), dtype=np.float64)
+                    distances = jsonb_distances(matrix, query, version.distance_metric)
+                    candidates = range(len(rows))
+                    if len(rows) > limit:
+                        # Only rows that can still enter the top `limit` (ties at the cut included).
+                        cut = np.partition(distances, limit - 1)[limit - 1]
+                        if len(best) == limit:
+                            cut = min(cut, best[-1][0])
+                        candidates = np.flatnonzero(distances <= cut)
+                    best.extend((float(distances[i]), rows[i][1], rows[i][0], rows[i][2]) for i in candidates)
+                    best.sort(key=lambda item: item[:3])
+                    del best[limit:]
+            finally:
+                cursor.close()
+        return [(chunk_id, record_key, field, distance) for distance, record_key, chunk_id, field in best]
 
     def _hydrate_semantic(self, rows) -> list[Hit]:
         details = self._chunk_details([row[0] for row in rows])
@@ -466,6 +514,21 @@ def _interleave(lexical: list[Hit], semantic: list[Hit]) -> list[Hit]:
         hit.ranks["fused"] = rank
         hit.scores["fused"] = 1.0 / rank
     return out
+
+
+def jsonb_distances(matrix: np.ndarray, query: np.ndarray, metric: str) -> np.ndarray:
+    """pgvector's distances of each row of `matrix` to `query`: cosine 1 - a.q/(|a||q|), l2 |a-q|,
+    ip -a.q (negative inner product). NaN (a zero vector under cosine) becomes +inf: it sorts last."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if metric == "cosine":
+            distances = 1.0 - (matrix @ query) / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(query))
+        elif metric == "l2":
+            distances = np.linalg.norm(matrix - query, axis=1)
+        elif metric == "ip":
+            distances = -(matrix @ query)
+        else:
+            raise ValueError(f"distance metric {metric!r} is not one of cosine, l2, ip")
+    return np.where(np.isnan(distances), np.inf, distances)
 
 
 def _finite(distance) -> float:

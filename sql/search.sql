@@ -74,6 +74,20 @@ FROM {vectors}
 ORDER BY embedding {operator} %(query)s
 LIMIT %(limit)s;
 
+-- name: semantic_jsonb_source
+-- JSONB mode (no pgvector): one source's scoped rows, streamed through a server-side cursor and
+-- ranked in numpy. No ORDER BY or LIMIT here: every scoped row is ranked before anything is cut.
+SELECT chunk_id, record_key, field, embedding::text
+FROM {vectors}
+WHERE connector_instance_id = %(instance)s AND stream = %(stream)s
+  AND (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
+  AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]));
+
+-- name: semantic_jsonb_all
+-- JSONB mode, no scope at all: every row of the version, ranked in numpy.
+SELECT chunk_id, record_key, field, embedding::text
+FROM {vectors};
+
 -- name: chunk_details
 SELECT chunk_id, connector_id, connector_instance_id, stream, record_key, field, chunk_no, content
 FROM semindex.chunks WHERE chunk_id = ANY(%s);

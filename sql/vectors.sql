@@ -1,5 +1,7 @@
 -- One vector table per embedding version, so each version has its own HNSW graph and a query
 -- touches only its own rows. {vectors} is semindex.chunk_vectors_v<version_id>.
+-- Without pgvector (JSONB mode) the same table holds each vector as a JSON array of numbers, checked
+-- on write as vector(d) would be: an array of exactly d numbers.
 
 -- name: create_table
 CREATE TABLE IF NOT EXISTS {vectors} (
@@ -10,6 +12,25 @@ CREATE TABLE IF NOT EXISTS {vectors} (
     field                 text NOT NULL,
     content_sha256        bytea NOT NULL,
     embedding             vector({dimensions}) NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {scope_index} ON {vectors} (connector_instance_id, stream, record_key);
+CREATE INDEX IF NOT EXISTS {content_index} ON {vectors} (content_sha256);
+INSERT INTO semindex.embedding_backfill (version_id) VALUES ({version_id}) ON CONFLICT DO NOTHING;
+
+-- name: create_table_jsonb
+CREATE TABLE IF NOT EXISTS {vectors} (
+    chunk_id              bigint PRIMARY KEY REFERENCES semindex.chunks (chunk_id) ON DELETE CASCADE,
+    connector_instance_id text NOT NULL,
+    stream                text NOT NULL,
+    record_key            text NOT NULL,
+    field                 text NOT NULL,
+    content_sha256        bytea NOT NULL,
+    -- CASE, not AND: jsonb_array_length raises on a scalar, and AND does not fix evaluation order.
+    embedding             jsonb NOT NULL CONSTRAINT {embedding_check} CHECK (CASE
+        WHEN jsonb_typeof(embedding) = 'array'
+        THEN jsonb_array_length(embedding) = {dimensions}
+             AND NOT jsonb_path_exists(embedding, '$[*] ? (@.type() != "number")')
+        ELSE false END)
 );
 CREATE INDEX IF NOT EXISTS {scope_index} ON {vectors} (connector_instance_id, stream, record_key);
 CREATE INDEX IF NOT EXISTS {content_index} ON {vectors} (content_sha256);
@@ -41,6 +62,13 @@ CREATE TEMP TABLE staged_vectors (
 
 -- name: copy_staging
 COPY staged_vectors (content_sha256, embedding) FROM STDIN WITH (FORMAT BINARY);
+
+-- name: create_staging_jsonb
+-- JSONB mode: the same staging, with each vector as a JSON array (insert_batch serves both).
+CREATE TEMP TABLE staged_vectors (
+    content_sha256 bytea NOT NULL,
+    embedding      jsonb NOT NULL
+) ON COMMIT DROP;
 
 -- name: insert_batch
 -- Every chunk of the batch that still exists gets the vector of its text: freshly encoded (staged)
