@@ -8,8 +8,8 @@ version's watermark in the same transaction. A killed run therefore resumes at t
 did not commit, and never writes a row twice.
 
 Without pgvector (JSONB mode, see semindex.database) the table is the same with `embedding jsonb`, a
-JSON array of exactly d numbers (the float32 values the encoder produced), loaded through the same
-staging table; search then ranks by brute force (semindex.search).
+JSON array of exactly d numbers (the encoder's float32 values, written so they read back exactly),
+loaded through the same staging table; search then ranks by brute force (semindex.search).
 """
 
 from __future__ import annotations
@@ -234,13 +234,24 @@ def _create_version_table(db: Database, version: EmbeddingVersion, name: str, **
         )
 
 
+def jsonb_vector_text(vector) -> str:
+    """A vector as the JSON array JSONB mode stores: each float32 in 9 significant digits, the
+    fewest that always read back to the same float32 (so both modes rank the same numbers), and
+    about 40% shorter, and faster to scan, than the float64 digits json.dumps would write."""
+    return "[" + ", ".join(map("{:.9g}".format, np.asarray(vector, dtype=np.float32).tolist())) + "]"
+
+
+def _as_is(text: str) -> str:
+    return text
+
+
 def _stage_vectors(conn, jsonb: bool, shas, vectors) -> None:
     """COPY (content hash, vector) pairs into staged_vectors: pgvector's binary format, or in JSONB
-    mode each vector as a JSON array of its float32 values (so both modes rank the same numbers)."""
+    mode each vector as the JSON array jsonb_vector_text writes."""
     with conn.cursor().copy(statement("vectors", "copy_staging")) as copy:
         copy.set_types(["bytea", "jsonb" if jsonb else "vector"])
         for sha, vector in zip(shas, vectors, strict=True):
-            copy.write_row((sha, Jsonb(np.asarray(vector, dtype=np.float32).tolist()) if jsonb else vector))
+            copy.write_row((sha, Jsonb(jsonb_vector_text(vector), dumps=_as_is) if jsonb else vector))
 
 
 @dataclass

