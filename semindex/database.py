@@ -8,9 +8,10 @@ reuses a server that is already running on the same data folder.
 
 Without the pgvector extension (a server that lacks it, or a role that may not create it: pgvector
 is not a trusted extension) the database runs in JSONB mode: bootstrap still creates the semindex
-schema, the adopted semantic_search_blob table stays JSONB and is searched by brute force
-(semindex.semantic_blob), and anything that needs the vector type fails with
-VectorExtensionMissing, which says so plainly.
+schema, each embedding version keeps its vectors in a jsonb column, semantic search (the pipeline's
+and the adopted semantic_search_blob table's) is an exact brute force, and the few things that
+need the vector type itself (HNSW indexes) are skipped or fail with VectorExtensionMissing, which
+says so plainly.
 """
 
 from __future__ import annotations
@@ -203,10 +204,10 @@ class Database:
         if row is None and not self._warned_jsonb:
             self._warned_jsonb = True
             log.warning(
-                "semindex runs in JSONB mode on %s: the pgvector extension is not installed%s. The "
-                "semantic_search_blob table stays JSONB and is searched by brute force; the per-version "
-                "vector tables, embeddings and HNSW indexes need pgvector 0.8 (a superuser runs CREATE "
-                "EXTENSION vector)",
+                "semindex runs in JSONB mode on %s: the pgvector extension is not installed%s. Each "
+                "embedding version stores its vectors as JSONB and semantic search (the pipeline's and "
+                "the adopted semantic_search_blob table's) is an exact brute force; HNSW indexes need "
+                "pgvector 0.8 (a superuser runs CREATE EXTENSION vector)",
                 redact(self.url),
                 f" and could not be created ({problem})" if problem else "",
             )

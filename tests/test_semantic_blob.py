@@ -755,7 +755,8 @@ def test_jsonb_mode_for_a_role_that_may_not_create_the_vector_extension(server_u
         assert len(warnings) == 1 and "permission denied" in warnings[0], warnings
         with db.connection() as conn:
             assert conn.execute("SELECT count(*) FROM semindex.raw_records").fetchone()[0] == 0
-        # The pipeline's vector tables need pgvector, and the error says so plainly.
+        # ensure_vector_table (the pgvector table) needs pgvector and says so plainly; the pipeline uses
+        # ensure_version_table, which makes a jsonb table in this mode (tests/test_jsonb_mode.py).
         from semindex.embeddings import ensure_vector_table, register_version
 
         version = register_version(db, "tiny", "hashing-64", 64)
