@@ -1,12 +1,20 @@
 """Asset checks: quality and evaluation gates. The verdicts come from the library; diagnostics go to
-the check's metadata."""
+the check's metadata. Checks of a version's assets are partitioned like them, so the UI shows each
+embedding version's own results."""
+
+import warnings
 
 import dagster as dg
+
+# Partitioned checks are a preview feature in Dagster 1.13 (pinned exactly in pyproject.toml); they
+# are what ties each check result to its embedding version in the UI, so the warning is expected.
+warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec is currently in preview")
 
 from assets.chunks import chunks
 from assets.embeddings import embeddings
 from assets.indexes import hnsw_index, lexical_index
 from assets.partial_index_set import partial_index_set
+from assets.partitions import embedding_versions
 from assets.retrieval_evaluation import retrieval_evaluation
 from resources import PostgresResource
 from semindex import evaluation, quality, versions
@@ -29,13 +37,19 @@ def chunk_schema(postgres: PostgresResource) -> dg.AssetCheckResult:
     return _result(quality.check_chunk_frame(postgres.database()))
 
 
-@dg.asset_check(asset=embeddings, description="pandera schema over sampled vectors: dimensions, finite values, unit norm for cosine")
+@dg.asset_check(
+    asset=embeddings,
+    partitions_def=embedding_versions,
+    description="pandera schema over sampled vectors: dimensions, finite values, unit norm for cosine")
 def embedding_schema(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
     db = postgres.database()
     return _result(quality.check_embedding_frame(db, get_version(db, context.partition_key)))
 
 
-@dg.asset_check(asset=embeddings, description="once the backfill is done, every live chunk has exactly one vector")
+@dg.asset_check(
+    asset=embeddings,
+    partitions_def=embedding_versions,
+    description="once the backfill is done, every live chunk has exactly one vector")
 def embedding_parity(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
     db = postgres.database()
     return _result(quality.check_parity(db, get_version(db, context.partition_key)))
@@ -46,7 +60,10 @@ def lexical_index_valid(postgres: PostgresResource) -> dg.AssetCheckResult:
     return _result(quality.check_index_validity(postgres.database(), [LEXICAL_INDEX_NAME]))
 
 
-@dg.asset_check(asset=partial_index_set, description="the version's HNSW index and every managed partial index exist and are valid")
+@dg.asset_check(
+    asset=partial_index_set,
+    partitions_def=embedding_versions,
+    description="the version's HNSW index and every managed partial index exist and are valid")
 def vector_indexes_valid(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
     db = postgres.database()
     version = get_version(db, context.partition_key)
@@ -55,6 +72,7 @@ def vector_indexes_valid(context: dg.AssetCheckExecutionContext, postgres: Postg
 
 @dg.asset_check(
     asset=hnsw_index,
+    partitions_def=embedding_versions,
     blocking=True,
     description="HNSW recall@10 against exact search on 200 sampled queries meets the version's floor (default 0.95)",
 )
@@ -88,6 +106,7 @@ def _stored_verdict(context: dg.AssetCheckExecutionContext, postgres: PostgresRe
 
 @dg.asset_check(
     asset=retrieval_evaluation,
+    partitions_def=embedding_versions,
     blocking=True,
     description="judged query sets meet the version's nDCG@10 / recall@10 / precision@10 / MRR floors, with HNSW recall and parity",
 )
@@ -97,6 +116,7 @@ def judged_relevance(context: dg.AssetCheckExecutionContext, postgres: PostgresR
 
 @dg.asset_check(
     asset=retrieval_evaluation,
+    partitions_def=embedding_versions,
     blocking=True,
     description="against the serving version: top-10 overlap and RBO reported, nDCG@10 regression within the version's limit",
 )

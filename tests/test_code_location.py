@@ -27,9 +27,11 @@ def _env(semindex_home):
 
 
 def test_definitions_load_without_importing_the_model_or_pandas():
+    # No DAGSTER_HOME: an earlier test's instance (pointing at its since-dropped database) must not leak in.
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     result = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=PROJECT, capture_output=True, text=True, timeout=180,
+        cwd=PROJECT, capture_output=True, text=True, timeout=180, env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     probe = subprocess.run(

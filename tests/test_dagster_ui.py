@@ -72,7 +72,8 @@ def two_materialized_versions(semindex_home, database_url, tmp_path) -> dict[str
         # prepare_dagster_home reads DATABASE_URL and sets DAGSTER_HOME; both are restored on exit
         # so later tests in the session see the environment they expect.
         env.setenv("DATABASE_URL", database_url)
-        env.delenv("DAGSTER_HOME", raising=False)
+        # setenv (not delenv) so the undo also removes a DAGSTER_HOME that was not set before.
+        env.setenv("DAGSTER_HOME", "")
         dagster_home = prepare_dagster_home()
     corpus = write_jsonl(tmp_path / "corpus.jsonl", sample_records(per_stream=3))
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:

@@ -281,6 +281,8 @@ def test_the_versions_cli_lists_promotes_rolls_back_and_retires(db, database_url
     from tests.conftest import sample_records
 
     monkeypatch.setenv("DATABASE_URL", database_url)
+    # `versions retire` points DAGSTER_HOME at this database's instance; monkeypatch restores it after.
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster-home"))
     versions_file.write_text(tiny_declaration("one", 16) + tiny_declaration("two", 24))
     assert semindex_main(["versions", "register", "--all"]) == 0
     assert "registered one: hashing-16" in capsys.readouterr().out
