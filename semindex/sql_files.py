@@ -26,7 +26,13 @@ def _statements(family: str) -> dict[str, str]:
     text = path.read_text(encoding="utf-8")
     parts = _NAME_LINE.split(text)
     # parts = [preamble, name1, body1, name2, body2, ...]
-    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+    return {name: _without_comment_lines(body) for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def _without_comment_lines(body: str) -> str:
+    """The statement without its whole-line comments. They are for the reader; left in, an identifier
+    filled into one (a name holding a newline) would end the comment and run as SQL."""
+    return "\n".join(line for line in body.strip().splitlines() if not line.lstrip().startswith("--"))
 
 
 def statement(family: str, name: str, **parts: str | int | sql.Composable) -> sql.Composed:
@@ -51,4 +57,9 @@ def _composable(value: str | int | sql.Composable) -> sql.Composable:
         raise TypeError(f"cannot place {value!r} in SQL")
     if isinstance(value, int):
         return sql.Literal(value)
+    if "%" in value:
+        # psycopg does not escape % inside identifiers: in a statement with parameters `"a%sb"` would
+        # be read as a placeholder and name another object. Only operator-given names (an adopted
+        # table, its columns) can contain one; refuse them rather than run a different statement.
+        raise ValueError(f"identifier {value!r} contains '%', which PostgreSQL drivers read as a placeholder; rename it")
     return sql.Identifier(*value.split("."))

@@ -498,3 +498,62 @@ def test_the_dagster_graph_survives_a_payload_corpus(db, database_url, tmp_path)
         hits = search(db, SearchRequest(f"token{i:02d}", mode="hybrid", k=10, scope=pinned, version_key=version_key)).hits
         assert [(h.connector_instance_id, h.stream, h.record_key, h.field) for h in hits] == [(payload,) * 4], payload
     assert_canaries(db)
+
+
+def test_the_blob_migration_and_its_search_take_payload_names_and_values_as_data(db):
+    """The adopted-table path builds DDL from the table and column names it is given or finds:
+    payload-named tables and columns are migrated and searched, and scope keys and record keys are
+    values only."""
+    import json
+
+    import numpy as np
+
+    from semindex import semantic_blob
+
+    create_canaries(db)
+    rng = np.random.default_rng(3)
+    names = [payload for payload in PAYLOADS if "." not in payload and 0 < len(payload.encode()) <= 40 and "\x00" not in payload]
+    assert len(names) >= 8 and any("%" in name for name in names)
+    for number, payload in enumerate(names):
+        table = sql.Identifier("public", f"{payload}{number}")
+        column = sql.Identifier(f"emb {payload}")
+        rows = {}
+        with db.connection() as conn:
+            # Statements without parameters and COPY: these names may hold a %, which psycopg would
+            # otherwise read as a placeholder.
+            conn.execute(sql.SQL(
+                "CREATE TABLE {} (connector_id text NOT NULL, connector_instance_id text NOT NULL, scope_key text NOT NULL, "
+                "record_key text NOT NULL, {} jsonb, PRIMARY KEY (connector_instance_id, scope_key, record_key))"
+            ).format(table, column))
+            with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(table)) as copy:
+                for row in range(30):
+                    vector = rng.standard_normal(8)
+                    vector /= np.linalg.norm(vector)
+                    key = (payload, json.dumps([payload, "f"]), f"{payload}-{row}")
+                    rows[key] = vector
+                    copy.write_row(("c", *key, json.dumps(vector.round(7).tolist())))
+        if "%" in payload:
+            # Such a name is refused, naming it, before any statement runs with it.
+            before = snapshot(db)
+            with pytest.raises(ValueError, match="contains '%'"):
+                semantic_blob.migrate(db, table=f"public.{payload}{number}", dimensions=8)
+            assert before.changes(snapshot(db)) == NO_CHANGE
+            continue
+        qualified = f"public.{payload}{number}"
+        before = snapshot(db)
+        report = semantic_blob.migrate(db, table=qualified, dimensions=8, batch_size=7)
+        assert report.status == "migrated" and report.rows == 30, (payload, report)
+        changes = before.changes(snapshot(db))
+        assert changes["relations_removed"] == set(), payload
+        assert semantic_blob.migrate(db, table=qualified, dimensions=8).status == "already migrated"
+
+        query = rng.standard_normal(8)
+        query /= np.linalg.norm(query)
+        wanted = [key for key in rows if key[2].endswith(("-1", "-2", "-3"))]
+        hits = semantic_blob.search_blob(db, query, k=3, connector_instance_id=payload, table=qualified,
+                                         scope_keys=[json.dumps([payload, "f"])], record_keys=[k[2] for k in wanted])
+        expected = sorted(wanted, key=lambda k: (1 - float(rows[k] @ query), k[2]))
+        assert [hit[0] for hit in hits] == [k[2] for k in expected], payload
+        # A scope key or record key that merely contains the payload's quoting matches nothing.
+        assert semantic_blob.search_blob(db, query, k=3, connector_instance_id=payload + "'", table=qualified) == []
+    assert_canaries(db)
