@@ -231,11 +231,11 @@ def shadow_comparison(
     overlaps, rbos, per_set = [], [], {}
     for judged_set in sets:
         # A deterministic spread over each set, so repeated evaluations compare the same queries.
-        share = max(1, sample_size // len(sets))
-        stride = max(1, len(judged_set.queries) // share)
-        sample = judged_set.queries[::stride][:share]
-        set_overlaps = [relevance_metrics.top_k_overlap(rankings[judged_set.name][q.query_id], active_rankings[judged_set.name][q.query_id]) for q in sample]
-        set_rbos = [relevance_metrics.rank_biased_overlap(rankings[judged_set.name][q.query_id], active_rankings[judged_set.name][q.query_id]) for q in sample]
+        share = sample_size // len(sets) if sample_size else 0
+        sample = judged_set.queries[:: max(1, len(judged_set.queries) // share)][:share] if share else ()
+        ours, theirs = rankings[judged_set.name], active_rankings[judged_set.name]
+        set_overlaps = [relevance_metrics.top_k_overlap(ours[q.query_id], theirs[q.query_id]) for q in sample]
+        set_rbos = [relevance_metrics.rank_biased_overlap(ours[q.query_id], theirs[q.query_id]) for q in sample]
         overlaps += set_overlaps
         rbos += set_rbos
         candidate_ndcg, active_ndcg = judged[judged_set.name]["ndcg@10"], active_judged[judged_set.name]["ndcg@10"]
