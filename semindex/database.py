@@ -45,6 +45,11 @@ ITERATIVE_SCAN_SINCE = (0, 8, 0)
 _NEEDS_PGVECTOR = re.compile(r"\b(vector|halfvec|sparsevec|hnsw|ivfflat|vector_dims)\b|<=>|<->|<#>|<\+>")
 
 
+class ConnectionLost(psycopg.OperationalError):
+    """The server went away (stopped, restarted, network): what was committed stays, and every stage
+    resumes from it on the next run. Still an OperationalError, for callers that catch those."""
+
+
 class VectorExtensionMissing(RuntimeError):
     """The database has no pgvector extension, and what was asked needs it."""
 
@@ -144,13 +149,14 @@ class Database:
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
         """A pooled connection in a transaction that commits on success and rolls back on error."""
-        with self._pool.connection() as conn, self._plain_vector_errors():
+        # _plain_errors outside the pool's block: the commit on leaving it can be what fails.
+        with self._plain_errors(), self._pool.connection() as conn:
             yield conn
 
     @contextlib.contextmanager
     def autocommit_connection(self) -> Iterator[psycopg.Connection]:
         """A dedicated connection outside any transaction (CREATE INDEX CONCURRENTLY needs it)."""
-        with psycopg.connect(self.url, autocommit=True) as conn, self._plain_vector_errors():
+        with psycopg.connect(self.url, autocommit=True) as conn, self._plain_errors():
             _register_vector_type(conn)
             yield conn
 
@@ -213,14 +219,24 @@ class Database:
             )
 
     @contextlib.contextmanager
-    def _plain_vector_errors(self) -> Iterator[None]:
-        """In JSONB mode, turn PostgreSQL's "type vector does not exist" into a plain explanation."""
+    def _plain_errors(self) -> Iterator[None]:
+        """Two errors said plainly: in JSONB mode, PostgreSQL's "type vector does not exist"; and a
+        lost server, named, with what a re-run does."""
         try:
             yield
         except (psycopg.errors.UndefinedObject, psycopg.errors.UndefinedFunction) as error:
             if self.vector_mode == JSONB_MODE and _NEEDS_PGVECTOR.search(str(error)):
                 raise self.vector_missing_error(cause=error) from error
             raise
+        except psycopg.OperationalError as error:
+            # Only a lost server or connection (no SQLSTATE, class 08, or 57P shutdowns): a cancelled
+            # statement or a deadlock is also an OperationalError, and keeps its own message.
+            if isinstance(error, ConnectionLost) or (error.sqlstate is not None and not error.sqlstate.startswith(("08", "57P"))):
+                raise
+            raise ConnectionLost(
+                f"lost the connection to PostgreSQL at {redact(self.url)}; committed work is kept: start the "
+                f"server and run again to resume ({error})"
+            ) from error
 
     def bootstrap(self) -> ExtensionStatus:
         """Create the extensions, then the schema. Safe on empty and on existing databases.

@@ -20,11 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import psycopg
 from psycopg.types.json import Jsonb
 
 from semindex.chunking import ChunkingParameters
-from semindex.database import JSONB_MODE, Database, redact
+from semindex.database import JSONB_MODE, Database
 from semindex.encoders import (
     MINILM_ENCODER_NAME,
     Encoder,
@@ -55,10 +54,6 @@ class DimensionMismatch(ValueError):
 
 class ConcurrentBackfill(RuntimeError):
     pass
-
-
-class ConnectionLost(RuntimeError):
-    """PostgreSQL went away mid-backfill; what was committed stays, and a re-run resumes."""
 
 
 @dataclass(frozen=True)
@@ -278,27 +273,6 @@ def backfill(
     progress_emit: Callable[[str], None] | None = None,
 ) -> BackfillReport:
     """Encode and store vectors for every chunk above the version's watermark."""
-    try:
-        return _backfill(db, version, batch_size=batch_size, encoder=encoder, progress_emit=progress_emit)
-    except psycopg.OperationalError as error:
-        # Only a lost server or connection (no SQLSTATE, class 08, or 57P shutdowns): a cancelled
-        # statement or a deadlock is also an OperationalError, and must keep its own message.
-        if error.sqlstate is not None and not error.sqlstate.startswith(("08", "57P")):
-            raise
-        raise ConnectionLost(
-            f"lost the connection to PostgreSQL at {redact(db.url)} during the backfill of {version.version_key!r}; "
-            f"every committed batch is kept: start the server and run again to resume from the watermark ({error})"
-        ) from error
-
-
-def _backfill(
-    db: Database,
-    version: EmbeddingVersion,
-    *,
-    batch_size: int = 1024,
-    encoder: Encoder | None = None,
-    progress_emit: Callable[[str], None] | None = None,
-) -> BackfillReport:
     with db.connection() as conn:
         state = conn.execute(statement("vectors", "watermark"), (version.version_id,)).fetchone()
         watermark = state[0] if state else 0

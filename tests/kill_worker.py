@@ -122,9 +122,10 @@ def run_dagster_graph(database_url: str, version_key: str, *, batch_size: int, c
     if not result.success:
         for event in result.all_events:
             if event.is_step_failure:
-                # Dagster wraps the asset's exception; the cause at the bottom is what went wrong.
+                # Dagster wraps the asset's exception: the first error that is not Dagster's own is
+                # what the asset raised (its own cause, the driver's error, is in its message).
                 error = event.step_failure_data.error
-                while error.cause is not None:
+                while error.cause is not None and (error.cls_name or "").startswith("Dagster"):
                     error = error.cause
                 message = error.message.strip().replace("\n", " ")
                 print(f"step {event.step_key} failed: {message}", file=sys.stderr)

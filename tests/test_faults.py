@@ -360,11 +360,10 @@ def _register(url: str, version_key: str) -> None:
 
 
 # The library run ends on the exception itself; the Dagster run prints each failed step's error.
-# The backfill names the server, the version and how to resume; other stages let psycopg's error through.
+# Every stage's lost connection names the server and says that a re-run resumes.
 CLEAR_CONNECTION_ERROR = re.compile(
-    r"^(step \w+ failed: )?((semindex\.embeddings\.)?ConnectionLost: lost the connection to PostgreSQL at \S+ during the "
-    r"backfill of '\w+'; every committed batch is kept: start the server and run again to resume|"
-    r"psycopg\.(OperationalError|errors\.\w+): .*(server|connection))",
+    r"^(step \w+ failed: )?(semindex\.database\.)?ConnectionLost: lost the connection to PostgreSQL at \S+; "
+    r"committed work is kept: start the server and run again to resume \(.*(server|connection|administrator)",
     re.MULTILINE,
 )
 
