@@ -23,7 +23,7 @@ from semindex.indexes import JSONB_SKIPPED
 from semindex.search import Scope, SearchRequest, Searcher
 from tests.conftest import _database_url, sample_records, write_jsonl
 from tests.dagster_helpers import check_verdicts, materialize_graph, metadata, raw_records_config
-from tests.test_semantic_blob import _url_as
+from tests.test_semantic_blob import _url_as, restrict_to_a_role_without_pgvector
 
 VERSION = "tiny"
 ALL_CHECKS = {"chunk_schema", "embedding_schema", "embedding_parity", "lexical_index_valid", "vector_indexes_valid", "hnsw_recall"}
@@ -56,20 +56,6 @@ def _forget_database(url: str) -> None:
         opened.close()
 
 
-def _restrict_to_a_role_without_pgvector(admin: psycopg.Connection, database: str, role: str) -> None:
-    """As in tests/test_semantic_blob.py: pgvector stays out of reach of `role`, trusted or not."""
-    trusted = admin.execute("SELECT bool_or(trusted) FROM pg_available_extension_versions WHERE name = 'vector'").fetchone()[0]
-    assert admin.execute("SELECT count(*) FROM pg_extension WHERE extname = 'vector'").fetchone()[0] == 0
-    if trusted:
-        # Anyone with CREATE on the database could create a trusted pgvector: take that away, and set
-        # up what the role could then no longer create itself.
-        admin.execute(sql.SQL("REVOKE CREATE ON DATABASE {} FROM PUBLIC").format(sql.Identifier(database)))
-        admin.execute("CREATE EXTENSION btree_gin; CREATE EXTENSION pg_trgm")
-        admin.execute(sql.SQL("CREATE SCHEMA semindex AUTHORIZATION {}").format(sql.Identifier(role)))
-    else:
-        admin.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(database), sql.Identifier(role)))
-
-
 @pytest.fixture(scope="module")
 def jsonb_deployment(server_url, tmp_path_factory):
     """A fresh database without pgvector, bootstrapped and materialized once by a non-superuser."""
@@ -82,7 +68,7 @@ def jsonb_deployment(server_url, tmp_path_factory):
     role_url = _url_as(admin_url, role)
     try:
         with psycopg.connect(admin_url, autocommit=True) as admin:
-            _restrict_to_a_role_without_pgvector(admin, database, role)
+            restrict_to_a_role_without_pgvector(admin, database, role)
         with psycopg.connect(role_url, autocommit=True) as probe:
             assert probe.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0] is False
             with pytest.raises(psycopg.errors.InsufficientPrivilege):

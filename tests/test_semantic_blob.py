@@ -720,25 +720,30 @@ def _url_as(url: str, role: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{role}@{host}"))
 
 
+def restrict_to_a_role_without_pgvector(admin: psycopg.Connection, database: str, role: str) -> None:
+    """pgvector stays out of reach of `role` in `database`, whether this build marks it trusted or not."""
+    trusted = admin.execute("SELECT bool_or(trusted) FROM pg_available_extension_versions WHERE name = 'vector'").fetchone()[0]
+    assert admin.execute("SELECT count(*) FROM pg_extension WHERE extname = 'vector'").fetchone()[0] == 0
+    if trusted:
+        # Anyone with CREATE on the database could create a trusted pgvector: take that away, and set
+        # up what the role could then no longer create itself.
+        admin.execute(sql.SQL("REVOKE CREATE ON DATABASE {} FROM PUBLIC").format(sql.Identifier(database)))
+        admin.execute("CREATE EXTENSION btree_gin; CREATE EXTENSION pg_trgm")
+        admin.execute(sql.SQL("CREATE SCHEMA semindex AUTHORIZATION {}").format(sql.Identifier(role)))
+    else:
+        admin.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(database), sql.Identifier(role)))
+
+
 def test_jsonb_mode_for_a_role_that_may_not_create_the_vector_extension(server_url, database_url, caplog):
     fixture = make_fixture(31, per_instance_384=250, per_instance_768=30)
     role = f"blob_owner_{uuid.uuid4().hex[:10]}"
     database = urlsplit(database_url).path.lstrip("/")
     with psycopg.connect(server_url, autocommit=True) as admin:
-        trusted = admin.execute("SELECT bool_or(trusted) FROM pg_available_extension_versions WHERE name = 'vector'").fetchone()[0]
         admin.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE").format(sql.Identifier(role)))
     db = None
     try:
         with psycopg.connect(database_url, autocommit=True) as admin:
-            assert admin.execute("SELECT count(*) FROM pg_extension WHERE extname = 'vector'").fetchone()[0] == 0
-            if trusted:
-                # A trusted pgvector could be created by anyone with CREATE on the database: take that
-                # away, and set up what the role could then no longer create itself.
-                admin.execute(sql.SQL("REVOKE CREATE ON DATABASE {} FROM PUBLIC").format(sql.Identifier(database)))
-                admin.execute("CREATE EXTENSION btree_gin; CREATE EXTENSION pg_trgm")
-                admin.execute(sql.SQL("CREATE SCHEMA semindex AUTHORIZATION {}").format(sql.Identifier(role)))
-            else:
-                admin.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(database), sql.Identifier(role)))
+            restrict_to_a_role_without_pgvector(admin, database, role)
             load_fixture(admin, TABLE, fixture)
             admin.execute(sql.SQL("ALTER TABLE public.semantic_search_blob OWNER TO {}").format(sql.Identifier(role)))
         role_url = _url_as(database_url, role)
