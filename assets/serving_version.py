@@ -31,15 +31,16 @@ def serving_version(context: dg.AssetExecutionContext, postgres: PostgresResourc
         context.log.info(
             f"{version.version_key} serves (was {flip.previous_version_key})" if flip.changed else f"{version.version_key} already serves"
         )
+    serving = flip is not None  # promote() returned: the version serves, newly or already
     return dg.MaterializeResult(
         metadata=stage_metadata(
-            row_count=1 if get_version(db, version.version_key).active else 0,
+            row_count=1 if serving else 0,
             added=1 if flip and flip.changed else 0,
             changed=0,
             removed=0,
             seconds=time.monotonic() - started,
             work_rows=0,
-            serving=get_version(db, version.version_key).active,
+            serving=serving,
             previous_version=flip.previous_version_key if flip and flip.previous_version_key else "",
             evaluation_id=flip.evaluation_id if flip and flip.evaluation_id else 0,
             promotion=version.promotion,

@@ -258,8 +258,7 @@ def promote(db: Database, version_key: str) -> Flip:
             statement("versions", "record_event"),
             ("promote", version_id, previous[0] if previous else None, evaluation.evaluation_id),
         )
-    previous_key = _key_of(db, previous[0]) if previous else None
-    return Flip("promote", version_key, previous_key, evaluation.evaluation_id)
+    return Flip("promote", version_key, previous[1] if previous else None, evaluation.evaluation_id)
 
 
 def rollback(db: Database) -> Flip:
@@ -275,7 +274,7 @@ def rollback(db: Database) -> Flip:
             conn.execute(statement("versions", "demote"), {"version_id": current[0], "keep_as_target": False})
         conn.execute(statement("versions", "activate"), (target[0],))
         conn.execute(statement("versions", "record_event"), ("rollback", target[0], current[0] if current else None, None))
-    return Flip("rollback", target[1], _key_of(db, current[0]) if current else None)
+    return Flip("rollback", target[1], current[1] if current else None)
 
 
 @dataclass(frozen=True)
@@ -329,8 +328,3 @@ class VersionListing:
 def list_versions(db: Database) -> list[VersionListing]:
     with db.connection() as conn:
         return [VersionListing(*row) for row in conn.execute(statement("versions", "listing"))]
-
-
-def _key_of(db: Database, version_id: int) -> str:
-    with db.connection() as conn:
-        return conn.execute(statement("versions", "key_of"), (version_id,)).fetchone()[0]

@@ -21,7 +21,7 @@ ORDER BY evaluation_id DESC LIMIT 1
 FOR SHARE;
 
 -- name: active_for_update
-SELECT version_id FROM semindex.embedding_versions WHERE active FOR UPDATE;
+SELECT version_id, version_key FROM semindex.embedding_versions WHERE active FOR UPDATE;
 
 -- name: rollback_target_for_update
 SELECT version_id, version_key FROM semindex.embedding_versions WHERE rollback_target FOR UPDATE;
@@ -53,9 +53,6 @@ DELETE FROM semindex.partial_hnsw_indexes WHERE version_id = %s;
 
 -- name: forget_watermark
 DELETE FROM semindex.embedding_backfill WHERE version_id = %s;
-
--- name: key_of
-SELECT version_key FROM semindex.embedding_versions WHERE version_id = %s;
 
 -- name: listing
 SELECT v.version_key, v.encoder_name, v.dimensions, v.distance_metric, v.state, v.active, v.rollback_target,
