@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from semindex.errors import InvalidInput, Unavailable
 from semindex import settings
 from semindex.sql_files import statement
 
@@ -45,12 +46,12 @@ ITERATIVE_SCAN_SINCE = (0, 8, 0)
 _NEEDS_PGVECTOR = re.compile(r"\b(vector|halfvec|sparsevec|hnsw|ivfflat|vector_dims)\b|<=>|<->|<#>|<\+>")
 
 
-class ConnectionLost(psycopg.OperationalError):
+class ConnectionLost(psycopg.OperationalError, Unavailable):
     """The server went away (stopped, restarted, network): what was committed stays, and every stage
     resumes from it on the next run. Still an OperationalError, for callers that catch those."""
 
 
-class VectorExtensionMissing(RuntimeError):
+class VectorExtensionMissing(Unavailable):
     """The database has no pgvector extension, and what was asked needs it."""
 
 
@@ -86,7 +87,7 @@ def sqlalchemy_psycopg2_url(url: str) -> str:
     """
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg"):
-        raise ValueError(f"not a PostgreSQL URL: {url!r}")
+        raise InvalidInput(f"not a PostgreSQL URL: {url!r}")
     query = parse_qs(parts.query)
     return urlunsplit(("postgresql+psycopg2", parts.netloc, parts.path, urlencode(query, doseq=True), ""))
 
@@ -253,7 +254,7 @@ class Database:
                     log.warning("cannot create extension %s: %s", extension, error)
             installed = dict(conn.execute(statement("extensions", "installed")).fetchall())
             if "btree_gin" not in installed:
-                raise RuntimeError(
+                raise Unavailable(
                     f"the database at {redact(self.url)} lacks the extension btree_gin, and this role may "
                     "not create it (it is a trusted extension: the role needs CREATE on the database); "
                     "install it there or unset DATABASE_URL to use the embedded server"

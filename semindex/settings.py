@@ -1,39 +1,132 @@
-"""Where semindex keeps its state and which database it talks to, read from the environment."""
+"""Every setting semindex reads from the environment, read here and nowhere else, each with the
+parser that refuses a bad value by naming it.
+
+  SEMINDEX_HOME                state folder: embedded PostgreSQL, Dagster's home, inbox, models
+                               (default: .semindex in the current directory)
+  DATABASE_URL                 any PostgreSQL with pgvector 0.8 (default: the embedded server)
+  SEMINDEX_VERSIONS_FILE       embedding version declarations (default: the packaged file)
+  SEMINDEX_MAX_FIELD_BYTES     largest field ingest accepts (default 2 MiB; larger is quarantined)
+  SEMINDEX_SEARCH_CONCURRENCY  per-source search queries at once, per process (default 8)
+  SEMINDEX_BACKFILL_BACKOFF_SECONDS  first wait before a failed backfill is retried (default 60)
+  SEMINDEX_MIGRATION_BATCH_SIZE      rows per blob-migration batch (default 50,000)
+  SEMINDEX_MIGRATION_MAINTENANCE_WORK_MEM  memory for the blob index build (default 256MB)
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from semindex.data import DEFAULT_VERSIONS_FILE
+from semindex.errors import InvalidInput
+
+DEFAULT_MAX_FIELD_BYTES = 2 * 1024 * 1024
+DEFAULT_SEARCH_CONCURRENCY = 8
+DEFAULT_BACKOFF_SECONDS = 60
+DEFAULT_MIGRATION_BATCH_SIZE = 50_000
+MAX_MIGRATION_BATCH_SIZE = 1_000_000
+DEFAULT_MAINTENANCE_WORK_MEM = "256MB"
+
+
+def _raw(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
 
 
 def semindex_home() -> Path:
-    """State folder: the embedded PostgreSQL data, Dagster's home, the ingest inbox.
-
-    SEMINDEX_HOME overrides the default `.semindex/` inside the project.
-    """
-    configured = os.environ.get("SEMINDEX_HOME")
-    home = Path(configured).expanduser() if configured else PROJECT_ROOT / ".semindex"
+    """The state folder (created when missing): SEMINDEX_HOME, else .semindex in the current directory."""
+    configured = _raw("SEMINDEX_HOME")
+    home = Path(configured).expanduser() if configured else Path.cwd() / ".semindex"
     home.mkdir(parents=True, exist_ok=True)
     return home.resolve()
 
 
+def models_home() -> Path:
+    """Where model files that ship packed (all-mpnet-base-v2's parts) are extracted once."""
+    return semindex_home() / "models"
+
+
+def inbox() -> Path:
+    """JSONL files dropped here are ingested by the next run (and by the inbox sensor)."""
+    return semindex_home() / "inbox"
+
+
 def external_database_url() -> str | None:
     """DATABASE_URL when set (any PostgreSQL with pgvector 0.8); None means the embedded server."""
-    url = os.environ.get("DATABASE_URL", "").strip()
-    return url or None
+    return _raw("DATABASE_URL")
 
 
-def env_int(name: str, default: int, *, minimum: int = 1) -> int:
-    """An integer setting from the environment, with an error that names the bad value."""
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
+def versions_file() -> Path:
+    """The embedding version declarations: SEMINDEX_VERSIONS_FILE, else the file shipped in the package."""
+    configured = _raw("SEMINDEX_VERSIONS_FILE")
+    if configured:
+        return Path(configured).expanduser()
+    return DEFAULT_VERSIONS_FILE
+
+
+def env_int(name: str, default: int, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """A whole number from the environment, with an error that names the variable and the value."""
+    raw = _raw(name)
+    if raw is None:
         return default
     try:
-        value = int(raw)
+        value = int(raw.replace("_", ""))
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a whole number") from None
+        raise InvalidInput(f"{name}={raw!r} is not a whole number") from None
+    return whole_number(value, name, minimum=minimum, maximum=maximum)
+
+
+def whole_number(value, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{name}={value!r} is not a whole number")
     if value < minimum:
-        raise ValueError(f"{name}={value} is below the minimum of {minimum}")
+        raise InvalidInput(f"{name}={value} is below the minimum of {minimum}")
+    if maximum is not None and value > maximum:
+        raise InvalidInput(f"{name}={value} is above the maximum of {maximum:,}")
     return value
+
+
+def max_field_bytes() -> int:
+    return env_int("SEMINDEX_MAX_FIELD_BYTES", DEFAULT_MAX_FIELD_BYTES)
+
+
+def search_concurrency() -> int:
+    return env_int("SEMINDEX_SEARCH_CONCURRENCY", DEFAULT_SEARCH_CONCURRENCY)
+
+
+def backfill_backoff_seconds() -> int:
+    return env_int("SEMINDEX_BACKFILL_BACKOFF_SECONDS", DEFAULT_BACKOFF_SECONDS, minimum=0)
+
+
+def migration_batch_size(given: int | None = None) -> int:
+    """Rows per blob-migration batch: the argument, else SEMINDEX_MIGRATION_BATCH_SIZE, else 50,000."""
+    if given is not None:
+        return whole_number(given, "batch_size", maximum=MAX_MIGRATION_BATCH_SIZE)
+    return env_int("SEMINDEX_MIGRATION_BATCH_SIZE", DEFAULT_MIGRATION_BATCH_SIZE, maximum=MAX_MIGRATION_BATCH_SIZE)
+
+
+def migration_maintenance_work_mem(given: str | None = None) -> str:
+    """maintenance_work_mem for the blob index build: the argument, else the environment, else 256MB."""
+    if given is not None:
+        return memory_size(given, "maintenance_work_mem")
+    name = "SEMINDEX_MIGRATION_MAINTENANCE_WORK_MEM"
+    return memory_size(_raw(name) or DEFAULT_MAINTENANCE_WORK_MEM, name)
+
+
+_MEMORY = re.compile(r"^\s*(\d+)\s*(kB|MB|GB|TB)?\s*$")
+_KB_PER_UNIT = {"kB": 1, "MB": 1024, "GB": 1024**2, "TB": 1024**3}
+
+
+def memory_size(value, name: str) -> str:
+    """A memory size in PostgreSQL's own syntax (a number, optionally kB, MB, GB or TB; a bare number
+    is kB), between 1MB and PostgreSQL's maximum (2147483647kB), normalised ("256MB")."""
+    match = _MEMORY.match(str(value))
+    if not match:
+        raise InvalidInput(
+            f"{name}={value!r} is not a memory size PostgreSQL understands (say 256MB or 2GB; units kB, MB, GB, TB)"
+        )
+    kilobytes = int(match.group(1)) * _KB_PER_UNIT[match.group(2) or "kB"]
+    if not 1024 <= kilobytes <= 2_147_483_647:
+        raise InvalidInput(f"{name}={value!r} must be between 1MB and 2147483647kB")
+    return f"{match.group(1)}{match.group(2) or 'kB'}"

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import functools
 import re
-from pathlib import Path
+from importlib import resources
 
 from psycopg import sql
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+from semindex.errors import InvalidInput, NotFound
 _NAME_LINE = re.compile(r"^--\s*name:\s*(\S+)\s*$", re.MULTILINE)
 
 
 @functools.cache
 def _statements(family: str) -> dict[str, str]:
-    path = SQL_DIR / f"{family}.sql"
+    # Package data of semindex.sql (the project's sql/ folder), so an installed wheel has them too.
+    path = resources.files("semindex.sql") / f"{family}.sql"
     if not path.is_file():
-        raise FileNotFoundError(f"no SQL family {family!r}: {path} does not exist")
+        raise NotFound(f"no SQL family {family!r}: {path} does not exist")
     text = path.read_text(encoding="utf-8")
     parts = _NAME_LINE.split(text)
     # parts = [preamble, name1, body1, name2, body2, ...]
@@ -45,7 +46,7 @@ def statement(family: str, name: str, **parts: str | int | sql.Composable) -> sq
         text = _statements(family)[name]
     except KeyError:
         known = ", ".join(sorted(_statements(family)))
-        raise KeyError(f"sql/{family}.sql has no statement {name!r} (it has: {known})") from None
+        raise NotFound(f"sql/{family}.sql has no statement {name!r} (it has: {known})") from None
     template = sql.SQL(text)  # type: ignore[arg-type]  # text comes from our own files
     return template.format(**{key: _composable(value) for key, value in parts.items()})
 
@@ -61,5 +62,5 @@ def _composable(value: str | int | sql.Composable) -> sql.Composable:
         # psycopg does not escape % inside identifiers: in a statement with parameters `"a%sb"` would
         # be read as a placeholder and name another object. Only operator-given names (an adopted
         # table, its columns) can contain one; refuse them rather than run a different statement.
-        raise ValueError(f"identifier {value!r} contains '%', which PostgreSQL drivers read as a placeholder; rename it")
+        raise InvalidInput(f"identifier {value!r} contains '%', which PostgreSQL drivers read as a placeholder; rename it")
     return sql.Identifier(*value.split("."))
