@@ -14,6 +14,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from semindex.errors import InvalidInput
+
 _WHITESPACE = re.compile(r"\s+")
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
@@ -25,9 +27,9 @@ class ChunkingParameters:
 
     def __post_init__(self) -> None:
         if self.size_tokens < 8:
-            raise ValueError(f"chunk size {self.size_tokens} is too small: use at least 8 tokens")
+            raise InvalidInput(f"chunk size {self.size_tokens} is too small: use at least 8 tokens")
         if not 0 <= self.overlap_tokens < self.size_tokens:
-            raise ValueError(
+            raise InvalidInput(
                 f"chunk overlap {self.overlap_tokens} must be at least 0 and below the chunk size {self.size_tokens}"
             )
 

@@ -10,6 +10,7 @@ records are marked chunked. A killed run loses at most the batch in flight.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from semindex.chunking import ChunkingParameters, chunk_record_fields
 from semindex.database import Database
 from semindex.progress import ProgressReporter
 from semindex.sql_files import statement
+from semindex.stage_report import StageReport
 
 log = logging.getLogger(__name__)
 
@@ -90,3 +92,17 @@ def sync_chunks(
 def live_chunk_count(db: Database) -> int:
     with db.connection() as conn:
         return conn.execute(statement("chunks", "count")).fetchone()[0]
+
+
+def chunks_stage(db: Database, parameters: ChunkingParameters, *, batch_size: int = 2000,
+                 progress_emit: Callable[[str], None] | None = None) -> StageReport:
+    started = time.monotonic()
+    report = sync_chunks(db, parameters, batch_size=batch_size, progress_emit=progress_emit)
+    return StageReport(
+        row_count=live_chunk_count(db),
+        added=report.chunks_added,
+        removed=report.chunks_removed,
+        seconds=time.monotonic() - started,
+        work_rows=report.records,
+        details={"records_rechunked": report.records, "chunks_kept": report.chunks_kept},
+    )

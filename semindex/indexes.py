@@ -20,14 +20,19 @@ from typing import Callable
 
 from psycopg import sql
 
-from semindex.database import JSONB_MODE, Database
-from semindex.embeddings import EmbeddingVersion, active_version, storage_mode
+from semindex import settings
+from semindex.chunks import live_chunk_count
+from semindex.database import Database
+from semindex.embeddings import vector_count
+from semindex.errors import InvalidInput
 from semindex.sql_files import statement
+from semindex.stage_report import StageReport
+from semindex.vectors.storage import storage_for
+from semindex.vectors.version import EmbeddingVersion, active_version, get_version
 
 log = logging.getLogger(__name__)
 
 LEXICAL_INDEX_NAME = "chunks_scope_document_gin"
-OPCLASS_BY_METRIC = {"cosine": "vector_cosine_ops", "l2": "vector_l2_ops", "ip": "vector_ip_ops"}
 JSONB_SKIPPED = "skipped (jsonb mode: brute-force search)"
 # The ANN indexes semindex manages: a version's HNSW and its hot-source partial HNSW indexes.
 _ANN_INDEX_NAME = re.compile(r"chunk_vectors_v\d+_(hnsw|hot_[0-9a-f]{16})")
@@ -41,11 +46,12 @@ class HnswParameters:
 
     def __post_init__(self) -> None:
         if not 2 <= self.m <= 100:
-            raise ValueError(f"HNSW m={self.m} is outside pgvector's range 2..100")
+            raise InvalidInput(f"HNSW m={self.m} is outside pgvector's range 2..100")
         if not 4 <= self.ef_construction <= 1000 or self.ef_construction < 2 * self.m:
-            raise ValueError(
+            raise InvalidInput(
                 f"HNSW ef_construction={self.ef_construction} must be within 4..1000 and at least 2*m ({2 * self.m})"
             )
+        object.__setattr__(self, "maintenance_work_mem", settings.memory_size(self.maintenance_work_mem, "maintenance_work_mem"))
 
 
 @dataclass(frozen=True)
@@ -65,10 +71,10 @@ def is_ann_index_name(name: str) -> bool:
     return _ANN_INDEX_NAME.fullmatch(name) is not None
 
 
-def index_validity(db: Database, names: list[str]) -> dict[str, bool | None]:
+def index_validity(db: Database, names: list[str], schema: str = "semindex") -> dict[str, bool | None]:
     """{name: True (valid), False (invalid), None (missing)}."""
     with db.connection() as conn:
-        found = dict(conn.execute(statement("indexes", "validity"), (names,)).fetchall())
+        found = dict(conn.execute(statement("indexes", "validity"), (schema, names)).fetchall())
     return {name: found.get(name) for name in names}
 
 
@@ -83,23 +89,26 @@ def ensure_index(
     *,
     concurrently: bool,
     maintenance_work_mem: str,
+    schema: str = "semindex",
 ) -> IndexBuild:
-    """Make `semindex.<index_name>` exist and be valid; `create(concurrently)` gives the DDL."""
+    """Make `<schema>.<index_name>` exist and be valid; `create(concurrently)` gives the DDL."""
     started = time.monotonic()
+    qualified = f"{schema}.{index_name}"
     with db.autocommit_connection() as conn:
-        if not conn.execute(statement("indexes", "try_lock"), (index_name,)).fetchone()[0]:
-            log.info("waiting for another run that is building %s", index_name)
-            conn.execute(statement("indexes", "lock"), (index_name,))
+        # A build whose client died is cancelled within a second instead of running on for nothing
+        # (and holding the lock the next run waits for).
+        conn.execute(statement("indexes", "session_settings"))
+        if not conn.execute(statement("indexes", "try_lock"), (qualified,)).fetchone()[0]:
+            log.info("waiting for another run that is building %s", qualified)
+            conn.execute(statement("indexes", "lock"), (qualified,))
         try:
-            state = dict(conn.execute(statement("indexes", "validity"), ([index_name],)).fetchall()).get(index_name)
+            state = dict(conn.execute(statement("indexes", "validity"), (schema, [index_name])).fetchall()).get(index_name)
             if state:
                 return IndexBuild(index_name, "exists", time.monotonic() - started, concurrently)
             action = "built"
             if state is False:
-                log.warning("index %s is invalid (an interrupted build); dropping and rebuilding it", index_name)
-                conn.execute(
-                    statement("indexes", "drop", index=f"semindex.{index_name}", concurrently=concurrently_keyword(concurrently))
-                )
+                log.warning("index %s is invalid (an interrupted build); dropping and rebuilding it", qualified)
+                conn.execute(statement("indexes", "drop", index=qualified, concurrently=concurrently_keyword(concurrently)))
                 action = "rebuilt"
             conn.execute(statement("indexes", "raise_build_memory"), (maintenance_work_mem,))
             try:
@@ -108,7 +117,7 @@ def ensure_index(
                 conn.execute(statement("indexes", "reset_build_memory"))
             return IndexBuild(index_name, action, time.monotonic() - started, concurrently)
         finally:
-            conn.execute(statement("indexes", "unlock"), (index_name,))
+            conn.execute(statement("indexes", "unlock"), (qualified,))
 
 
 def serves_queries(db: Database, version: EmbeddingVersion | None = None) -> bool:
@@ -120,7 +129,7 @@ def serves_queries(db: Database, version: EmbeddingVersion | None = None) -> boo
 
 
 def build_hnsw(db: Database, version: EmbeddingVersion, parameters: HnswParameters) -> IndexBuild:
-    if storage_mode(db) == JSONB_MODE:
+    if not storage_for(db).ann_indexes:
         log.info("%s: no HNSW index in JSONB mode (no pgvector); semantic search ranks %s by brute force",
                  version.hnsw_index_name, version.vectors_table)
         return IndexBuild(version.hnsw_index_name, JSONB_SKIPPED, 0.0, False)
@@ -132,7 +141,7 @@ def build_hnsw(db: Database, version: EmbeddingVersion, parameters: HnswParamete
             concurrently=concurrently_keyword(concurrently),
             index=version.hnsw_index_name,
             vectors=version.vectors_table,
-            opclass=sql.SQL(OPCLASS_BY_METRIC[version.distance_metric]),
+            opclass=version.metric.sql_opclass,
             m=parameters.m,
             ef_construction=parameters.ef_construction,
         )
@@ -163,3 +172,26 @@ def drop_index(db: Database, index_name: str, *, concurrently: bool = True) -> N
 def index_definition(db: Database, index_name: str) -> str | None:
     with db.connection() as conn:
         return conn.execute(statement("indexes", "definition"), (f"semindex.{index_name}",)).fetchone()[0]
+
+
+def _build_report(build: IndexBuild, rows: int) -> StageReport:
+    return StageReport(
+        row_count=rows,
+        added=1 if build.added else 0,
+        seconds=build.seconds,
+        work_rows=rows if build.added else 0,
+        details={"index": build.index_name, "action": build.action, "concurrently": build.concurrently},
+    )
+
+
+def hnsw_stage(db: Database, version_key: str, parameters: HnswParameters, *, log_line=None) -> StageReport:
+    version = get_version(db, version_key)
+    build = build_hnsw(db, version, parameters)
+    (log_line or log.info)(f"{build.index_name}: {build.action} in {build.seconds:.1f}s")
+    return _build_report(build, vector_count(db, version))
+
+
+def lexical_stage(db: Database, *, log_line=None) -> StageReport:
+    build = build_lexical_index(db)
+    (log_line or log.info)(f"{build.index_name}: {build.action} in {build.seconds:.1f}s")
+    return _build_report(build, live_chunk_count(db))

@@ -13,21 +13,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 
 from psycopg import sql
 
-from semindex.database import JSONB_MODE, Database
-from semindex.embeddings import EmbeddingVersion, storage_mode
-from semindex.indexes import (
-    JSONB_SKIPPED,
-    OPCLASS_BY_METRIC,
-    HnswParameters,
-    concurrently_keyword,
-    drop_index,
-    ensure_index,
-)
+from semindex.database import Database
+from semindex.errors import InvalidInput
+from semindex.indexes import JSONB_SKIPPED, HnswParameters, concurrently_keyword, drop_index, ensure_index
 from semindex.sql_files import statement
+from semindex.stage_report import StageReport
+from semindex.vectors.storage import storage_for
+from semindex.vectors.version import EmbeddingVersion, get_version
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +37,11 @@ class HotSourceBand:
 
     def __post_init__(self) -> None:
         if self.min_rows < 1:
-            raise ValueError(f"min_rows={self.min_rows} must be at least 1")
+            raise InvalidInput(f"min_rows={self.min_rows} must be at least 1")
         if not 0 < self.max_share <= 1:
-            raise ValueError(f"max_share={self.max_share} must be in (0, 1]")
+            raise InvalidInput(f"max_share={self.max_share} must be in (0, 1]")
         if self.max_sources < 0:
-            raise ValueError(f"max_sources={self.max_sources} must not be negative")
+            raise InvalidInput(f"max_sources={self.max_sources} must not be negative")
 
 
 @dataclass
@@ -64,7 +61,7 @@ def sync_partial_indexes(
     db: Database, version: EmbeddingVersion, band: HotSourceBand, parameters: HnswParameters
 ) -> PartialIndexReport:
     report = PartialIndexReport()
-    if storage_mode(db) == JSONB_MODE:
+    if not storage_for(db).ann_indexes:
         log.info("%s: no partial HNSW indexes in JSONB mode (no pgvector); hot sources are searched by brute force",
                  version.vectors_table)
         report.skipped = JSONB_SKIPPED
@@ -97,7 +94,7 @@ def sync_partial_indexes(
                 concurrently=concurrently_keyword(concurrently),
                 index=index_name,
                 vectors=version.vectors_table,
-                opclass=sql.SQL(OPCLASS_BY_METRIC[version.distance_metric]),
+                opclass=version.metric.sql_opclass,
                 m=parameters.m,
                 ef_construction=parameters.ef_construction,
                 connector_instance_id=sql.Literal(instance),
@@ -118,7 +115,24 @@ def sync_partial_indexes(
 
 
 def managed_partial_indexes(db: Database, version: EmbeddingVersion) -> list[str]:
-    if storage_mode(db) == JSONB_MODE:
+    if not storage_for(db).ann_indexes:
         return []  # none can exist without pgvector
     with db.connection() as conn:
         return [row[2] for row in conn.execute(statement("partial_indexes", "managed"), (version.version_id,))]
+
+
+def partial_index_stage(db: Database, version_key: str, band: HotSourceBand, parameters: HnswParameters) -> StageReport:
+    started = time.monotonic()
+    version = get_version(db, version_key)
+    report = sync_partial_indexes(db, version, band, parameters)
+    if report.skipped:
+        log.info("partial HNSW indexes of %s: %s", version.version_key, report.skipped)
+    return StageReport(
+        row_count=len(report.members),
+        added=len(report.created),
+        removed=len(report.dropped),
+        seconds=time.monotonic() - started,
+        work_rows=sum(member["rows"] for member in report.members if member["index"] in report.created),
+        details={"members": report.members, "dropped": report.dropped,
+                 **({"action": report.skipped} if report.skipped else {})},
+    )

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from semindex.database import JSONB_MODE, Database
-from semindex.embeddings import EmbeddingVersion
+from semindex.database import Database
+from semindex.indexes import index_validity, is_ann_index_name
 from semindex.sql_files import statement
+from semindex.vectors.storage import storage_for
+from semindex.vectors.version import EmbeddingVersion
 
 
 @dataclass
@@ -165,10 +167,8 @@ def check_parity(db: Database, version: EmbeddingVersion) -> Verdict:
 
 
 def check_index_validity(db: Database, index_names: list[str]) -> Verdict:
-    from semindex.embeddings import storage_mode
-    from semindex.indexes import index_validity, is_ann_index_name
-
-    if storage_mode(db) == JSONB_MODE:
+    storage = storage_for(db)
+    if not storage.ann_indexes:
         # No pgvector, so no HNSW: search is a brute-force scan and has no index to depend on.
         not_applicable = [name for name in index_names if is_ann_index_name(name)]
         index_names = [name for name in index_names if not is_ann_index_name(name)]
@@ -176,7 +176,7 @@ def check_index_validity(db: Database, index_names: list[str]) -> Verdict:
             return Verdict(
                 True,
                 "no ANN indexes to validate in JSONB mode (semantic search is a brute-force scan)",
-                {"mode": JSONB_MODE, "not_applicable": not_applicable},
+                {"mode": storage.mode, "not_applicable": not_applicable},
             )
     states = index_validity(db, index_names)
     bad = {name: ("missing" if state is None else "invalid") for name, state in states.items() if not state}

@@ -22,10 +22,15 @@ from pathlib import Path
 
 from psycopg.types.json import Jsonb
 
+import time
+
 from semindex import settings
+from semindex.data import SAMPLE_CORPUS_PATH
 from semindex.database import Database
+from semindex.errors import InvalidInput, NotFound
 from semindex.progress import ProgressReporter
 from semindex.sql_files import statement
+from semindex.stage_report import StageReport
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +41,7 @@ EXCERPT_CHARS = 2000
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
-class MalformedRecord(ValueError):
+class MalformedRecord(InvalidInput):
     """A raw line that cannot become a record; the message is the quarantine reason."""
 
 
@@ -243,8 +248,8 @@ def ingest_file(
     """Ingest one JSONL file. A file already ingested with the same content is skipped unless `force`."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no JSONL file at {path}")
-    max_field_bytes = max_field_bytes or settings.env_int("SEMINDEX_MAX_FIELD_BYTES", 2 * 1024 * 1024)
+        raise NotFound(f"no JSONL file at {path}")
+    max_field_bytes = max_field_bytes or settings.max_field_bytes()
     source_sha256 = file_sha256(path)
     report = IngestReport(files=1)
     with db.connection() as conn:
@@ -295,3 +300,37 @@ def ingest_files(db: Database, paths: Iterable[Path], **options) -> IngestReport
 def live_record_count(db: Database) -> int:
     with db.connection() as conn:
         return conn.execute(statement("raw_records", "live_count")).fetchone()[0]
+
+
+def default_sources() -> list[Path]:
+    """What a run ingests when it is given no files: the bundled sample corpus, the judged sets' own
+    documents (the evaluation searches them) and every *.jsonl in the inbox."""
+    from semindex.judged_sets import judged_document_paths
+
+    bundled = [SAMPLE_CORPUS_PATH, *(path for path in judged_document_paths() if path != SAMPLE_CORPUS_PATH)]
+    inbox = settings.inbox()
+    return [*bundled, *sorted(inbox.glob("*.jsonl"))] if inbox.is_dir() else bundled
+
+
+def raw_records_stage(db: Database, paths: Iterable[Path] = (), *, force: bool = False, progress_emit=None) -> StageReport:
+    """Ingest `paths` (none given: default_sources()) and report the stage."""
+    paths = [Path(path) for path in paths] or default_sources()
+    started = time.monotonic()
+    report = ingest_files(db, paths, force=force, progress_emit=progress_emit)
+    if report.quarantined:
+        log.warning("%d lines quarantined: %s", report.quarantined, report.quarantine_reasons)
+    return StageReport(
+        row_count=live_record_count(db),
+        added=report.inserted,
+        changed=report.updated,
+        removed=report.deleted,
+        seconds=time.monotonic() - started,
+        work_rows=report.lines,
+        details={
+            "unchanged": report.unchanged,
+            "quarantined": report.quarantined,
+            "quarantine_reasons": report.quarantine_reasons,
+            "files": [str(path) for path in paths],
+            "files_skipped_unchanged": report.files_skipped_unchanged,
+        },
+    )

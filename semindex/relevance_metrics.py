@@ -20,6 +20,8 @@ import math
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, fields
 
+from semindex.errors import InvalidInput
+
 __all__ = [
     "QueryScores",
     "dedupe",
@@ -36,7 +38,7 @@ __all__ = [
 
 def _check_k(k: int) -> None:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+        raise InvalidInput(f"k must be a positive integer, got {k!r}")
 
 
 def dedupe(ranked: Iterable[Hashable], k: int | None = None) -> list:
@@ -127,7 +129,7 @@ def rank_biased_overlap(a: Iterable[Hashable], b: Iterable[Hashable], p: float =
     """
     _check_k(k)
     if not 0.0 < p < 1.0:
-        raise ValueError(f"RBO persistence p must be strictly between 0 and 1, got {p!r}")
+        raise InvalidInput(f"RBO persistence p must be strictly between 0 and 1, got {p!r}")
     first, second = dedupe(a, k), dedupe(b, k)
     longer, shorter = (first, second) if len(first) >= len(second) else (second, first)
     l, s = len(longer), len(shorter)
@@ -209,10 +211,10 @@ def summarize(per_query: Iterable[QueryScores]) -> dict[str, float]:
     (the count). ``overlap@k``/``rbo@k`` appear when every query has them."""
     scores = list(per_query)
     if not scores:
-        raise ValueError("summarize needs at least one QueryScores")
+        raise InvalidInput("summarize needs at least one QueryScores")
     depths = {score.k for score in scores}
     if len(depths) != 1:
-        raise ValueError(f"scores were computed at different cut-offs {sorted(depths)}; summarize one k at a time")
+        raise InvalidInput(f"scores were computed at different cut-offs {sorted(depths)}; summarize one k at a time")
     (k,) = depths
     summary: dict[str, float] = {"queries": float(len(scores))}
     for field in fields(QueryScores):
@@ -223,7 +225,7 @@ def summarize(per_query: Iterable[QueryScores]) -> dict[str, float]:
         if not present:
             continue
         if len(present) != len(values):
-            raise ValueError(
+            raise InvalidInput(
                 f"{field.name} is missing for {len(values) - len(present)} of {len(values)} queries; "
                 "score every query against a reference or none"
             )

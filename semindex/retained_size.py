@@ -7,11 +7,16 @@ dirty, and this stage recomputes exactly the dirty ones with set-based GROUP BYs
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
+from psycopg.rows import class_row
+
 from semindex.database import Database
-from semindex.embeddings import all_versions, has_vector_table
+from semindex.embeddings import has_vector_table
 from semindex.sql_files import statement
+from semindex.stage_report import Markdown, StageReport
+from semindex.vectors.version import all_versions
 
 
 @dataclass(frozen=True)
@@ -47,4 +52,20 @@ def refresh_projection(db: Database) -> int:
 
 def projection(db: Database) -> list[SourceSize]:
     with db.connection() as conn:
-        return [SourceSize(*row) for row in conn.execute(statement("retained_size", "all"))]
+        return conn.cursor(row_factory=class_row(SourceSize)).execute(statement("retained_size", "all")).fetchall()
+
+
+def projection_stage(db: Database) -> StageReport:
+    started = time.monotonic()
+    recomputed = refresh_projection(db)
+    sources = projection(db)
+    table = "\n".join(
+        ["| connector instance | stream | records | chunks | vectors | bytes |", "|---|---|---|---|---|---|"]
+        + [
+            f"| {s.connector_instance_id} | {s.stream} | {s.record_count} | {s.chunk_count} | "
+            f"{', '.join(f'{k}: {v}' for k, v in s.embedded_counts.items())} | {s.bytes} |"
+            for s in sources[:50]
+        ]
+    )
+    return StageReport(row_count=len(sources), changed=recomputed, seconds=time.monotonic() - started,
+                       work_rows=recomputed, details={"preview": Markdown(table)})

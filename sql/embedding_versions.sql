@@ -2,9 +2,10 @@
 
 -- name: register
 INSERT INTO semindex.embedding_versions
-    (version_key, encoder_name, encoder_revision, dimensions, distance_metric, chunking, thresholds, promotion)
+    (version_key, encoder_name, encoder_revision, dimensions, distance_metric, chunking, thresholds, promotion,
+     ann_engine)
 VALUES (%(version_key)s, %(encoder_name)s, %(encoder_revision)s, %(dimensions)s, %(distance_metric)s,
-        %(chunking)s, %(thresholds)s, %(promotion)s)
+        %(chunking)s, %(thresholds)s, %(promotion)s, %(ann_engine)s)
 ON CONFLICT (version_key) DO NOTHING;
 
 -- name: update_evaluation_settings
@@ -15,17 +16,17 @@ WHERE version_key = %(version_key)s AND (thresholds, promotion) IS DISTINCT FROM
 
 -- name: by_key
 SELECT version_id, version_key, encoder_name, encoder_revision, dimensions, distance_metric, active, state,
-       chunking, thresholds, promotion, rollback_target
+       chunking, thresholds, promotion, rollback_target, ann_engine
 FROM semindex.embedding_versions WHERE version_key = %s;
 
 -- name: active
 SELECT version_id, version_key, encoder_name, encoder_revision, dimensions, distance_metric, active, state,
-       chunking, thresholds, promotion, rollback_target
+       chunking, thresholds, promotion, rollback_target, ann_engine
 FROM semindex.embedding_versions WHERE active;
 
 -- name: all
 SELECT version_id, version_key, encoder_name, encoder_revision, dimensions, distance_metric, active, state,
-       chunking, thresholds, promotion, rollback_target
+       chunking, thresholds, promotion, rollback_target, ann_engine
 FROM semindex.embedding_versions ORDER BY version_id;
 
 -- name: set_state

@@ -10,13 +10,16 @@ SELECT pg_try_advisory_lock(hashtext('semindex.index:' || %s));
 -- name: unlock
 SELECT pg_advisory_unlock(hashtext('semindex.index:' || %s));
 
+-- name: session_settings
+SELECT set_config('client_connection_check_interval', '1s', false);
+
 -- name: validity
--- (index name, valid) for the named indexes in the semindex schema that exist.
+-- (index name, valid) for the named indexes of a schema that exist.
 SELECT c.relname, i.indisvalid AND i.indisready
 FROM pg_index AS i
 JOIN pg_class AS c ON c.oid = i.indexrelid
 JOIN pg_namespace AS n ON n.oid = c.relnamespace
-WHERE n.nspname = 'semindex' AND c.relname = ANY(%s);
+WHERE n.nspname = %s AND c.relname = ANY(%s);
 
 -- name: drop
 DROP INDEX {concurrently} IF EXISTS {index};

@@ -90,7 +90,10 @@ ALTER TABLE semindex.embedding_versions
     ADD COLUMN IF NOT EXISTS promotion        text NOT NULL DEFAULT 'auto',
     -- the version a rollback flips back to: the one the last promotion replaced.
     ADD COLUMN IF NOT EXISTS rollback_target  boolean NOT NULL DEFAULT false,
-    ADD COLUMN IF NOT EXISTS retired_at       timestamptz;
+    ADD COLUMN IF NOT EXISTS retired_at       timestamptz,
+    -- the engine that answers the version's ANN plans (semindex.search.engines); exact plans belong
+    -- to the database's storage. Fixed for the life of the version, like its encoder.
+    ADD COLUMN IF NOT EXISTS ann_engine       text NOT NULL DEFAULT 'pgvector';
 CREATE UNIQUE INDEX IF NOT EXISTS embedding_versions_one_rollback_target
     ON semindex.embedding_versions ((true)) WHERE rollback_target;
 

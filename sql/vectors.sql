@@ -61,6 +61,7 @@ CREATE TEMP TABLE staged_vectors (
 ) ON COMMIT DROP;
 
 -- name: copy_staging
+-- Binary COPY either way: pgvector's binary vector, or (JSONB mode) jsonb's binary text form.
 COPY staged_vectors (content_sha256, embedding) FROM STDIN WITH (FORMAT BINARY);
 
 -- name: create_staging_jsonb
@@ -109,8 +110,16 @@ WHERE chunk_id > %(after)s AND chunk_id <= %(through)s
 ORDER BY connector_instance_id, stream
 ON CONFLICT (connector_instance_id, stream) DO UPDATE SET dirty = true;
 
+-- name: copy_version_rows
+-- Straight into a version's table: bulk loads of known vectors (benchmarks, tests).
+COPY {vectors} (chunk_id, connector_instance_id, stream, record_key, field, content_sha256, embedding)
+FROM STDIN WITH (FORMAT BINARY);
+
 -- name: count
 SELECT count(*) FROM {vectors};
+
+-- name: table_exists
+SELECT to_regclass(%s) IS NOT NULL;
 
 -- name: table_bytes
 SELECT pg_total_relation_size(%s::regclass);

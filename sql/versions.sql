@@ -55,9 +55,9 @@ DELETE FROM semindex.partial_hnsw_indexes WHERE version_id = %s;
 DELETE FROM semindex.embedding_backfill WHERE version_id = %s;
 
 -- name: listing
-SELECT v.version_key, v.encoder_name, v.dimensions, v.distance_metric, v.state, v.active, v.rollback_target,
-       v.promotion, e.passed, e.evaluated_at, e.failures,
-       (SELECT watermark FROM semindex.embedding_backfill b WHERE b.version_id = v.version_id)
+SELECT v.version_key, v.encoder_name, v.dimensions, v.distance_metric AS metric, v.ann_engine, v.state, v.active,
+       v.rollback_target, v.promotion, e.passed AS verdict, e.evaluated_at, e.failures,
+       (SELECT watermark FROM semindex.embedding_backfill b WHERE b.version_id = v.version_id) AS watermark
 FROM semindex.embedding_versions v
 LEFT JOIN LATERAL (
     SELECT passed, evaluated_at, failures FROM semindex.version_evaluations e
