@@ -14,15 +14,18 @@ import logging
 import time
 from collections.abc import Callable
 
-from psycopg import sql
-
 from semindex import relevance_metrics
 from semindex.database import Database
-from semindex.embeddings import EmbeddingVersion, active_version
+from semindex.embeddings import vector_count
 from semindex.encoders import load_encoder
 from semindex.judged_sets import JudgedSet, load_judged_sets
+from semindex.lifecycle import StoredEvaluation, record_evaluation
 from semindex.quality import Verdict, check_parity, sample_percent
+from semindex.search import Searcher, searcher_for
 from semindex.sql_files import statement
+from semindex.stage_report import Markdown, StageReport
+from semindex.vectors.storage import storage_for
+from semindex.vectors.version import EmbeddingVersion, active_version, get_version
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +36,6 @@ DEFAULT_SHADOW_QUERIES = 50
 DEFAULT_HNSW_RECALL = 0.95
 # Chunks fetched per query: records have several chunks, and the metrics need 10 distinct records.
 CHUNK_DEPTH = 50
-
-OPERATOR_BY_METRIC = {"cosine": "<=>", "l2": "<->", "ip": "<#>"}
-
-
-def distance_operator(version: EmbeddingVersion) -> sql.SQL:
-    return sql.SQL(OPERATOR_BY_METRIC[version.distance_metric])
-
 
 def hnsw_recall(
     db: Database,
@@ -55,12 +51,10 @@ def hnsw_recall(
     In JSONB mode (no pgvector) there is no index: search is exact by construction, and the verdict
     says so instead of measuring brute force against itself.
     """
-    from semindex.database import JSONB_MODE
-    from semindex.embeddings import storage_mode, vector_count
-
-    if storage_mode(db) == JSONB_MODE:
+    storage = storage_for(db)
+    if not storage.ann_indexes:
         vectors = vector_count(db, version)
-        diagnostics = {"mode": JSONB_MODE, "recall": "not applicable", "search": "exact brute force",
+        diagnostics = {"mode": storage.mode, "recall": "not applicable", "search": "exact brute force",
                        "vectors": vectors, "threshold": threshold}
         if not vectors:
             return Verdict(False, f"version {version.version_key!r} has no vectors to query", diagnostics)
@@ -71,7 +65,7 @@ def hnsw_recall(
             diagnostics,
         )
     percent = sample_percent(db, version.vectors_table, queries)
-    top_k = statement("quality", "ann_top_k", vectors=version.vectors_table, operator=distance_operator(version))
+    top_k = statement("quality", "ann_top_k", vectors=version.vectors_table, operator=version.metric.sql_operator)
     with db.connection() as conn:
         sample = [row[0] for row in conn.execute(
             statement("quality", "query_sample", vectors=version.vectors_table), (percent, queries)
@@ -106,11 +100,10 @@ def hnsw_recall(
     return Verdict(passed, f"recall@{k} {recall:.4f} {'>=' if passed else '<'} {threshold} over {len(recalls)} queries", diagnostics)
 
 
-def judged_rankings(db: Database, version: EmbeddingVersion, judged_set: JudgedSet, *, searcher=None) -> dict[str, list[str]]:
+def judged_rankings(db: Database, version: EmbeddingVersion, judged_set: JudgedSet, *,
+                    searcher: Searcher | None = None) -> dict[str, list[str]]:
     """Record keys ranked by the version for every query of the set, through the real search planner
     (so the scope, the exact/ANN plans and the never-short fallback are what is measured)."""
-    from semindex.search import searcher_for
-
     searcher = searcher or searcher_for(db)
     encoder = load_encoder(version.encoder_spec)
     texts = [query.text for query in judged_set.queries]
@@ -118,7 +111,7 @@ def judged_rankings(db: Database, version: EmbeddingVersion, judged_set: JudgedS
     scope = judged_set.search_scope()
     rankings = {}
     for query, vector in zip(judged_set.queries, vectors, strict=True):
-        hits = searcher.semantic_hits(version, vector, scope, CHUNK_DEPTH, {})
+        hits = searcher.semantic.nearest_hits(version, vector, scope, CHUNK_DEPTH).hits
         rankings[query.query_id] = [hit.record_key for hit in hits]
     return rankings
 
@@ -163,10 +156,8 @@ def evaluate_version(
     *,
     set_names: list[str] | None = None,
     progress_emit: Callable[[str], None] | None = None,
-):
-    """Evaluate `version`, store the verdict and return it (a versions.StoredEvaluation)."""
-    from semindex.versions import record_evaluation
-
+) -> StoredEvaluation:
+    """Evaluate `version`, store the verdict and return it."""
     emit = progress_emit or log.info
     thresholds = version.thresholds
     sets = load_judged_sets(set_names)
@@ -263,3 +254,33 @@ def shadow_comparison(
         "sets": per_set,
         "summary": f"{len(overlaps)} queries, top-10 overlap {overlap}, RBO {rbo}",
     }
+
+
+def judged_table(judged: dict) -> str:
+    """The judged-set scores as a Markdown table."""
+    sets = {name: summary for name, summary in judged.items() if "ndcg@10" in summary}
+    lines = ["| set | queries | nDCG@10 | recall@10 | precision@10 | MRR@10 |", "|---|---|---|---|---|---|"]
+    for name, s in sets.items():
+        lines.append(f"| {name} | {int(s['queries'])} | {s['ndcg@10']:.4f} | {s['recall@10']:.4f} | {s['precision@10']:.4f} | {s['mrr@10']:.4f} |")
+    return "\n".join(lines)
+
+
+def evaluation_stage(db: Database, version_key: str, *, progress_emit: Callable[[str], None] | None = None) -> StageReport:
+    started = time.monotonic()
+    evaluation = evaluate_version(db, get_version(db, version_key), progress_emit=progress_emit)
+    queries = sum(int(s["queries"]) for s in evaluation.judged.values() if "queries" in s and "ndcg@10" in s)
+    return StageReport(
+        row_count=queries,
+        added=1,
+        seconds=time.monotonic() - started,
+        work_rows=queries,
+        details={
+            "evaluation_id": evaluation.evaluation_id,
+            "passed": evaluation.passed,
+            "failures": evaluation.failures,
+            "judged_scores": Markdown(judged_table(evaluation.judged)),
+            "judged": evaluation.judged,
+            "shadow": evaluation.shadow,
+            "thresholds": evaluation.thresholds,
+        },
+    )

@@ -10,7 +10,7 @@ SELECT p.connector_instance_id, p.stream,
        -- The last computed count, even when the source has been written since: a stale estimate
        -- only costs speed (a short ANN answer falls back to exact); NULL = never counted.
        CASE WHEN p.computed_at IS NULL THEN NULL ELSE (p.embedded_counts ->> %(version_key)s::text)::bigint END AS vector_estimate,
-       h.index_name,
+       h.index_name AS partial_index,
        -- the version's total, for each source's share of it (one round trip instead of two)
        (SELECT coalesce(sum((t.embedded_counts ->> %(version_key)s::text)::bigint), 0)
         FROM semindex.retained_size_projection AS t) AS version_total
@@ -22,13 +22,18 @@ WHERE (cardinality(%(instances)s::text[]) = 0 OR p.connector_instance_id = ANY(%
 ORDER BY p.connector_instance_id, p.stream;
 
 -- name: ann_settings
--- hnsw.iterative_scan (pgvector 0.8) keeps walking the graph until enough rows pass the filter.
--- Custom plans only: a generic plan cannot prove a hot source's partial-index predicate from bind
--- parameters, and would silently walk the version's whole graph instead.
+-- Local to the transaction. Custom plans only: a generic plan cannot prove a hot source's
+-- partial-index predicate from bind parameters, and would silently walk the version's whole graph.
 SELECT set_config('hnsw.ef_search', %s, true),
-       set_config('hnsw.iterative_scan', 'strict_order', true),
        set_config('hnsw.max_scan_tuples', %s, true),
        set_config('plan_cache_mode', 'force_custom_plan', true);
+
+-- name: iterative_scan
+-- pgvector 0.8: a filtered walk keeps going until enough rows pass the filter.
+SELECT set_config('hnsw.iterative_scan', 'strict_order', true);
+
+-- Every nearest-neighbour statement yields (key, record_key, field, distance) rows, key being the
+-- chunk id; {operator} is the version's distance operator.
 
 -- name: semantic_exact
 -- The scoped rows are materialized first, so no index can order them: an HNSW scan with an
@@ -41,7 +46,20 @@ WITH scoped AS MATERIALIZED (
       AND (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
       AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]))
 )
-SELECT chunk_id, record_key, field, distance
+SELECT chunk_id AS key, record_key, field, distance
+FROM scoped
+ORDER BY distance, record_key, chunk_id
+LIMIT %(limit)s;
+
+-- name: semantic_exact_all
+-- Exact over the whole version (a short unscoped walk answered again): materialized like the above.
+WITH scoped AS MATERIALIZED (
+    SELECT chunk_id, record_key, field, embedding {operator} %(query)s AS distance
+    FROM {vectors}
+    WHERE (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
+      AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]))
+)
+SELECT chunk_id AS key, record_key, field, distance
 FROM scoped
 ORDER BY distance, record_key, chunk_id
 LIMIT %(limit)s;
@@ -49,7 +67,7 @@ LIMIT %(limit)s;
 -- name: semantic_ann
 -- One sort key so the planner can walk the version's HNSW graph, or the source's partial graph
 -- whose predicate these equalities imply; the scope is applied in the database.
-SELECT chunk_id, record_key, field, embedding {operator} %(query)s AS distance
+SELECT chunk_id AS key, record_key, field, embedding {operator} %(query)s AS distance
 FROM {vectors}
 WHERE connector_instance_id = %(instance)s AND stream = %(stream)s
   AND (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
@@ -60,7 +78,7 @@ LIMIT %(limit)s;
 -- Every source planned "ann" in one walk of the version's graph: one walk at their combined
 -- selectivity fills the page sooner than one walk per source. The instance and stream lists come
 -- from in-scope sources, so every combination of them is in scope too.
-SELECT chunk_id, record_key, field, embedding {operator} %(query)s AS distance
+SELECT chunk_id AS key, record_key, field, embedding {operator} %(query)s AS distance
 FROM {vectors}
 WHERE connector_instance_id = ANY(%(instances)s::text[]) AND stream = ANY(%(streams)s::text[])
   AND (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
@@ -69,24 +87,26 @@ LIMIT %(limit)s;
 
 -- name: semantic_global_ann
 -- No scope at all: one walk of the version's graph instead of one per source.
-SELECT chunk_id, record_key, field, embedding {operator} %(query)s AS distance
+SELECT chunk_id AS key, record_key, field, embedding {operator} %(query)s AS distance
 FROM {vectors}
 ORDER BY embedding {operator} %(query)s
 LIMIT %(limit)s;
 
--- name: semantic_jsonb_source
--- JSONB mode (no pgvector): one source's scoped rows, streamed through a server-side cursor and
--- ranked in numpy. No ORDER BY or LIMIT here: every scoped row is ranked before anything is cut.
-SELECT chunk_id, record_key, field, embedding::text
+-- name: scan_source
+-- The scan engine's input: one source's scoped rows with the embedding as text, streamed through a
+-- server-side cursor and ranked in numpy. No ORDER BY or LIMIT: every row is ranked before any cut.
+SELECT chunk_id AS key, record_key, field, embedding::text AS embedding
 FROM {vectors}
 WHERE connector_instance_id = %(instance)s AND stream = %(stream)s
   AND (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
   AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]));
 
--- name: semantic_jsonb_all
--- JSONB mode, no scope at all: every row of the version, ranked in numpy.
-SELECT chunk_id, record_key, field, embedding::text
-FROM {vectors};
+-- name: scan_all
+-- The scan engine over the whole version.
+SELECT chunk_id AS key, record_key, field, embedding::text AS embedding
+FROM {vectors}
+WHERE (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
+  AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]));
 
 -- name: chunk_details
 SELECT chunk_id, connector_id, connector_instance_id, stream, record_key, field, chunk_no, content

@@ -233,23 +233,6 @@ ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL;
 -- name: analyze
 ANALYZE {table};
 
--- name: build_settings_local
--- Parallel HNSW builds need /dev/shm at least as large as maintenance_work_mem and die in small
--- containers ("could not resize shared memory segment"), so the build runs serially. Local to the
--- build's transaction: both settings revert at commit or rollback.
-SELECT set_config('maintenance_work_mem', %s, true), set_config('max_parallel_maintenance_workers', '0', true);
-
--- name: build_settings_session
--- CREATE INDEX CONCURRENTLY cannot run in a transaction: session settings, reset after the build.
-SELECT set_config('maintenance_work_mem', %s, false), set_config('max_parallel_maintenance_workers', '0', false);
-
--- name: reset_build_settings
-RESET maintenance_work_mem;
-RESET max_parallel_maintenance_workers;
-
--- name: drop_index
-DROP INDEX {concurrently} IF EXISTS {index};
-
 -- name: create_index
 -- Partial and by expression: only rows of this dimension, cast to a typed vector, are in the graph,
 -- so rows of other dimensions in the same table never touch it. A query uses it when it orders by
@@ -280,25 +263,17 @@ SELECT count(*) FROM (
     LIMIT %(cap)s
 ) AS capped;
 
--- name: ann_settings
--- hnsw.iterative_scan (pgvector 0.8) keeps walking the graph until enough rows pass the filter.
-SELECT set_config('hnsw.ef_search', %s, true),
-       set_config('hnsw.max_scan_tuples', %s, true),
-       set_config('plan_cache_mode', 'force_custom_plan', true);
-
--- name: iterative_scan
-SELECT set_config('hnsw.iterative_scan', 'strict_order', true);
-
 -- name: search_ann
 -- Orders by the index's expression and repeats its predicate with the literal dimension, so the
 -- partial HNSW index can serve it; the scope is applied in the database.
-SELECT record_key, scope_key, {column}::vector({dimensions}) <=> %(query)s::vector({dimensions}) AS distance
+SELECT scope_key AS key, record_key, scope_key AS field,
+       {column}::vector({dimensions}) <=> %(query)s::vector({dimensions}) AS distance
 FROM {table}
 WHERE connector_instance_id = %(instance)s
   AND vector_dims({column}) = {dimensions}
   AND (cardinality(%(scope_keys)s::text[]) = 0 OR scope_key = ANY(%(scope_keys)s::text[]))
 ORDER BY {column}::vector({dimensions}) <=> %(query)s::vector({dimensions})
-LIMIT %(k)s;
+LIMIT %(limit)s;
 
 -- name: search_exact
 -- The scoped rows are materialized first, so no index can order them (an HNSW scan under a filter
@@ -311,15 +286,15 @@ WITH scoped AS MATERIALIZED (
       AND (cardinality(%(scope_keys)s::text[]) = 0 OR scope_key = ANY(%(scope_keys)s::text[]))
       AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]))
 )
-SELECT record_key, scope_key, distance
+SELECT scope_key AS key, record_key, scope_key AS field, distance
 FROM scoped
 ORDER BY distance, record_key, scope_key
-LIMIT %(k)s;
+LIMIT %(limit)s;
 
 -- name: search_jsonb_rows
 -- JSONB fallback: the scoped rows of the query's dimension as text, read through a server-side
 -- cursor and ranked in the client, so the whole scope is ranked before anything is cut.
-SELECT record_key, scope_key, {column}::text
+SELECT scope_key AS key, record_key, scope_key AS field, {column}::text AS embedding
 FROM {table}
 WHERE connector_instance_id = %(instance)s
   AND jsonb_typeof({column}) = 'array' AND jsonb_array_length({column}) = %(dimensions)s

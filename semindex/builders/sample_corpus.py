@@ -21,7 +21,7 @@ Every record is a plain dict, written as one JSON object per JSONL line::
 A small deterministic sample (``SAMPLE_CORPUS_PATH``) is bundled with the project so
 tests, demos and a fresh checkout have realistic text to index without the two
 packages or any network access; the full iterators are there for benchmarks.
-Regenerate it with ``python -m semindex.sample_corpus build``.
+Regenerate it with ``python -m semindex.builders.sample_corpus build``.
 
 The source packages are imported inside the functions so importing this module stays cheap.
 """
@@ -36,10 +36,11 @@ from itertools import chain, islice
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
+from semindex.data import SAMPLE_CORPUS_PATH
+
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
-SAMPLE_CORPUS_PATH = Path(__file__).parent / "data" / "sample_corpus.jsonl"
 
 # The BBC articles carry no date (and a chat message could lack one), yet every record
 # needs an ``updated_at``; a fixed value keeps the sample byte-for-byte reproducible.
@@ -227,7 +228,7 @@ def build_sample_corpus(path: Path = SAMPLE_CORPUS_PATH) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m semindex.sample_corpus", description="Build the bundled sample corpus."
+        prog="python -m semindex.builders.sample_corpus", description="Build the bundled sample corpus."
     )
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="(re)write the bundled sample corpus")

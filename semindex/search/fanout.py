@@ -52,5 +52,5 @@ def default_fanout() -> SearchFanOut:
     global _default
     with _default_lock:
         if _default is None:
-            _default = SearchFanOut(settings.env_int("SEMINDEX_SEARCH_CONCURRENCY", 8))
+            _default = SearchFanOut(settings.search_concurrency())
         return _default

@@ -1,0 +1,143 @@
+"""The semantic engine seam: "the nearest candidates for this plan, scope and limit".
+
+An engine executes plans (see semindex.search.planner) against a VectorTarget: a table of vectors
+bound to one request's scope, which knows its own statements (a version's table, or an adopted
+semantic_search_blob table). Engines never decide what to run; the planner does, and the caller
+makes the promise that k rows come back whenever k rows match (an engine may return short from an
+ANN plan; semindex.search.semantic then answers exactly).
+
+To add an engine: implement SemanticEngine (a name, the plan kinds it executes, whether it can serve
+a storage, `nearest`) and register it in semindex.search.engines; a version then names it as its
+`ann_engine`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+import numpy as np
+from psycopg import sql
+
+from semindex.database import Database
+from semindex.vectors.metric import Metric
+from semindex.vectors.storage import VectorStorage
+
+
+class PlanKind(StrEnum):
+    EXACT = "exact"  # exact distance order over the scoped rows
+    ANN = "ann"  # a walk of the target's graph with the scope as a filter (one source or a group)
+    PARTIAL = "partial"  # a walk of the source's own partial graph
+    GLOBAL = "global_ann"  # no scope at all: one unfiltered walk
+
+
+@dataclass(frozen=True)
+class Source:
+    connector_instance_id: str
+    stream: str
+    vector_estimate: int | None  # the projection's last count for the version; None = never counted
+    partial_index: str | None  # the source's hot partial HNSW index, if it has one
+    version_total: int  # the version's vectors over every source
+
+    @property
+    def name(self) -> str:
+        return f"{self.connector_instance_id}/{self.stream}"
+
+
+@dataclass(frozen=True)
+class SemanticPlan:
+    kind: PlanKind
+    engine: SemanticEngine
+    sources: tuple[Source, ...]  # () = the whole target (no scope)
+
+    @property
+    def label(self) -> str:
+        return self.engine.label(self.kind)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(source.name for source in self.sources) or ("*",)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One nearest row: its key within the target (a chunk id, or an adopted row's scope key), its
+    record, its field, and the metric's distance (NaN and NULL read as +inf: they sort last)."""
+
+    key: int | str
+    record_key: str
+    field: str
+    distance: float
+
+    @property
+    def order(self) -> tuple[float, str, int | str]:
+        """The total order every path ranks by: distance, then record key, then key."""
+        distance = self.distance
+        return (math.inf if distance is None or math.isnan(distance) else float(distance), self.record_key, self.key)
+
+
+@dataclass(frozen=True)
+class ScannedRow:
+    """A scoped row as scan statements give it: the embedding as text ("[0.1,-0.2,...]")."""
+
+    key: int | str
+    record_key: str
+    field: str
+    embedding: str
+
+
+class VectorTarget(Protocol):
+    """A table of vectors, bound to one request's scope (its fields, record keys, ...)."""
+
+    name: str  # for messages and logs
+    metric: Metric
+    dimensions: int
+
+    def nearest_statements(self, plan: SemanticPlan) -> Sequence[tuple[sql.Composable, dict]]:
+        """Statements (with their bind parameters, less `query` and `limit`) whose rows, taken
+        together, are the plan's candidates in the shape of Candidate, each ordered by distance
+        and limited by %(limit)s."""
+        ...
+
+    def scan_statements(self, plan: SemanticPlan) -> Sequence[tuple[sql.Composable, dict]]:
+        """Statements yielding every row the plan covers as ScannedRow, unordered and unlimited."""
+        ...
+
+    def parse(self, rows: Sequence[ScannedRow]) -> tuple[list[ScannedRow], np.ndarray]:
+        """The rows that hold a usable vector of `dimensions`, and their vectors as a float64 matrix."""
+        ...
+
+
+@dataclass(frozen=True)
+class NearestRequest:
+    target: VectorTarget
+    plan: SemanticPlan
+    query: np.ndarray
+    limit: int
+    window: int = 200  # the graph walk's candidate window (hnsw.ef_search), at least `limit`
+    max_window: int = 1000  # the widest window a short walk may retry with
+
+
+class SemanticEngine(Protocol):
+    name: str
+    kinds: frozenset[PlanKind]  # the plan kinds it executes
+
+    def serves(self, storage: VectorStorage) -> bool:
+        """Whether it can search vectors kept in this storage."""
+        ...
+
+    def label(self, kind: PlanKind) -> str:
+        """How a plan of this kind is reported in ResponseMeta.semantic_plans."""
+        ...
+
+    def nearest(self, db: Database, request: NearestRequest) -> list[Candidate]:
+        """Up to request.limit candidates in Candidate.order; may be short for non-exact plans."""
+        ...
+
+
+def best(candidates: list[Candidate], limit: int) -> list[Candidate]:
+    """The first `limit` candidates in the total order."""
+    return sorted(candidates, key=lambda candidate: candidate.order)[:limit]

@@ -1,0 +1,67 @@
+"""What a search answers: hits, and a typed account of how they were found."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Hit:
+    connector_id: str
+    connector_instance_id: str
+    stream: str
+    record_key: str
+    field: str
+    chunk_no: int
+    snippet: str
+    # Per mode: "semantic" (a similarity, higher is better, for every metric) with "distance" (the
+    # metric's own distance), "lexical", "fused". Ranks per mode, 1-based.
+    scores: dict[str, float] = field(default_factory=dict)
+    ranks: dict[str, int] = field(default_factory=dict)
+    chunk_id: int = 0
+
+    @property
+    def distance(self) -> float:
+        return self.scores.get("distance", math.inf)
+
+    @property
+    def record(self) -> tuple[str, str, str]:
+        """The record this hit belongs to: (connector instance, stream, record key)."""
+        return (self.connector_instance_id, self.stream, self.record_key)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "chunk_id"}
+
+
+@dataclass(frozen=True)
+class LexicalMeta:
+    windowed: bool
+    windowed_sources: list[str]
+    candidate_window: int | None
+    path: str  # "windowed" or "exact" (record keys given: every match ranked)
+
+
+@dataclass
+class ResponseMeta:
+    mode: str
+    k: int
+    version: str | None = None
+    # Per source ("instance/stream", or "*" for one unscoped plan): the plan that answered it.
+    semantic_plans: dict[str, str] = field(default_factory=dict)
+    lexical: LexicalMeta | None = None
+    fusion: str | None = None
+    below_min_similarity: int | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+
+@dataclass
+class SearchResponse:
+    hits: list[Hit]
+    meta: ResponseMeta
+
+    def as_dict(self) -> dict:
+        return {"hits": [hit.as_dict() for hit in self.hits], "meta": self.meta.as_dict()}

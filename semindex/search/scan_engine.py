@@ -1,0 +1,57 @@
+"""The scan engine: exact nearest neighbours by streaming the scoped rows into numpy.
+
+For databases without pgvector (JSONB storage) and for adopted JSONB tables: the rows stream through a
+server-side cursor in batches, the target's metric ranks each batch, and a bounded best-`limit` is
+kept, so every scoped row is ranked before anything is cut and memory stays at one batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from psycopg.rows import class_row
+
+from semindex.database import Database
+from semindex.search.engine import Candidate, NearestRequest, PlanKind, ScannedRow
+from semindex.vectors.storage import VectorStorage
+
+# Rows per fetch: 2,000 x 384 float64 is 6 MB of matrix.
+FETCH_ROWS = 2000
+
+
+class ScanEngine:
+    name = "jsonb"
+    kinds = frozenset({PlanKind.EXACT})
+
+    def serves(self, storage: VectorStorage) -> bool:
+        return True
+
+    def label(self, kind: PlanKind) -> str:
+        return f"{self.name}_{kind.value}"
+
+    def nearest(self, db: Database, request: NearestRequest) -> list[Candidate]:
+        limit, target = request.limit, request.target
+        best: list[Candidate] = []  # sorted by Candidate.order, at most `limit`
+        with db.connection() as conn:
+            for query, params in target.scan_statements(request.plan):
+                cursor = conn.cursor(name="semindex_scan", row_factory=class_row(ScannedRow))
+                try:
+                    cursor.execute(query, params)
+                    while rows := cursor.fetchmany(FETCH_ROWS):
+                        kept, matrix = target.parse(rows)
+                        if not kept:
+                            continue
+                        distances = target.metric.distances(matrix, request.query)
+                        candidates = range(len(kept))
+                        if len(kept) > limit:
+                            # Only rows that can still enter the best `limit` (ties at the cut included).
+                            cut = np.partition(distances, limit - 1)[limit - 1]
+                            if len(best) == limit:
+                                cut = min(cut, best[-1].distance)
+                            candidates = np.flatnonzero(distances <= cut)
+                        best.extend(Candidate(kept[i].key, kept[i].record_key, kept[i].field, float(distances[i]))
+                                    for i in candidates)
+                        best.sort(key=lambda candidate: candidate.order)
+                        del best[limit:]
+                finally:
+                    cursor.close()
+        return best

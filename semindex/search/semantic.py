@@ -1,0 +1,140 @@
+"""Semantic search: the planner's plans run on their engines through the bounded fan-out, merged in
+exact distance order, hydrated, and cut by the version's own similarity floor.
+
+The promise: whenever at least k rows match, k hits come back, in exact distance order among
+themselves (ties by record key, then chunk id; NaN last). A plan whose engine returns short (a
+filtered graph walk under a selective scope) is answered again exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from semindex.database import Database
+from semindex.encoders import load_encoder
+from semindex.errors import NotFound
+from semindex.search.engine import Candidate, NearestRequest, PlanKind, SemanticEngine, SemanticPlan
+from semindex.search.engines import engines_for
+from semindex.search.fanout import SearchFanOut
+from semindex.search.hydration import chunk_details, hit_from
+from semindex.search.planner import PlannerSettings, plan_semantic
+from semindex.search.query_cache import QueryVectorCache
+from semindex.search.request import MAX_K, Scope
+from semindex.search.response import Hit
+from semindex.search.sources import sources_in_scope
+from semindex.search.version_target import VersionTable
+from semindex.vectors.storage import storage_for
+from semindex.vectors.version import EmbeddingVersion, active_version, get_version
+
+
+def overscan(k: int) -> int:
+    """Candidates to ask each plan for: enough to fill the page after merging, capped at the maximum."""
+    return min(MAX_K, max(25, math.ceil(1.5 * k), k + 10))
+
+
+def nearest_never_short(db: Database, request: NearestRequest, exact: SemanticEngine) -> tuple[list[Candidate], str]:
+    """The plan's candidates; when a non-exact plan returns short, the exact engine's instead (only
+    an exact scan can tell whether more rows match). Returns them with the plan's label."""
+    plan = request.plan
+    found = plan.engine.nearest(db, request)
+    if plan.kind is PlanKind.EXACT or len(found) >= request.limit:
+        return found, plan.label
+    exact_plan = SemanticPlan(PlanKind.EXACT, exact, plan.sources)
+    return exact.nearest(db, replace(request, plan=exact_plan)), f"{plan.label}->{exact_plan.label}"
+
+
+@dataclass
+class SemanticResult:
+    hits: list[Hit]
+    version: str
+    plans: dict[str, str] = field(default_factory=dict)
+    below_min_similarity: int | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class SemanticSearch:
+    def __init__(self, db: Database, settings: PlannerSettings, fanout: SearchFanOut, cache: QueryVectorCache) -> None:
+        self.db = db
+        self.settings = settings
+        self.fanout = fanout
+        self.cache = cache
+
+    def resolve_version(self, version_key: str | None) -> EmbeddingVersion:
+        current = active_version(self.db)
+        self.cache.clear_if_active_version_changed(current.version_key if current else None)
+        if version_key:
+            return get_version(self.db, version_key)
+        if current is None:
+            raise NotFound("no embedding version is active yet: run `semindex run` first")
+        return current
+
+    def query_vector(self, version: EmbeddingVersion, text: str) -> np.ndarray:
+        encoder = load_encoder(version.encoder_spec)
+        return self.cache.get(version.version_key, text, lambda: encoder.encode([text])[0])
+
+    def search(self, text: str, scope: Scope, k: int, version_key: str | None) -> SemanticResult:
+        version = self.resolve_version(version_key)
+        started = time.perf_counter()
+        vector = self.query_vector(version, text)
+        encoded = time.perf_counter()
+        result = self.nearest_hits(version, vector, scope, k)
+        result.timings_ms.update(encode=_ms(started, encoded), semantic=_ms(encoded, time.perf_counter()))
+        return result
+
+    def nearest_hits(self, version: EmbeddingVersion, vector: np.ndarray, scope: Scope, k: int) -> SemanticResult:
+        """The k nearest chunks of the version to `vector` within `scope`, as hits."""
+        limit = overscan(k)
+        storage = storage_for(self.db)
+        engines = engines_for(version.ann_engine, storage)
+        sources = [] if scope.unrestricted else sources_in_scope(self.db, scope, version)
+        plans = plan_semantic(sources, unscoped=scope.unrestricted, record_keys=bool(scope.record_keys),
+                              engines=engines, settings=self.settings)
+        target = VersionTable(version, storage, scope)
+        answers = self.fanout.map(
+            lambda plan: nearest_never_short(
+                self.db,
+                NearestRequest(target, plan, vector, limit, self.settings.candidate_window, self.settings.max_ef_search),
+                engines.exact,
+            ),
+            plans,
+        )
+        labels: dict[str, str] = {}
+        merged: dict[int | str, Candidate] = {}
+        for plan, (candidates, label) in zip(plans, answers, strict=True):
+            labels.update(dict.fromkeys(plan.names, label))
+            for candidate in candidates:
+                merged.setdefault(candidate.key, candidate)
+        ranked = sorted(merged.values(), key=lambda candidate: candidate.order)[:limit]
+        # Hydrate before trimming to k, so a chunk deleted between the two reads does not shorten the page.
+        hits = self._hydrate(version, ranked)
+        result = SemanticResult(hits, version.version_key, labels)
+        floor = version.thresholds.get("min_similarity")
+        if floor is not None:
+            # The version's own cutoff: similarity scales differ between encoders, so none is shared.
+            kept = [hit for hit in hits if hit.scores["semantic"] >= floor]
+            result.below_min_similarity = len(hits) - len(kept)
+            hits = kept
+        result.hits = hits[:k]
+        return result
+
+    def _hydrate(self, version: EmbeddingVersion, ranked: list[Candidate]) -> list[Hit]:
+        details = chunk_details(self.db, [candidate.key for candidate in ranked])
+        hits = []
+        for candidate in ranked:
+            detail = details.get(candidate.key)
+            if detail is None:
+                continue
+            hit = hit_from(detail)
+            distance = candidate.order[0]
+            hit.scores = {"distance": distance, "semantic": version.metric.similarity(distance)}
+            hit.ranks = {"semantic": len(hits) + 1}
+            hits.append(hit)
+        return hits
+
+
+def _ms(start: float, end: float) -> float:
+    return round(1000 * (end - start), 2)
