@@ -10,17 +10,18 @@ import dagster as dg
 # are what ties each check result to its embedding version in the UI, so the warning is expected.
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec is currently in preview")
 
-from assets.chunks import chunks
-from assets.embeddings import embeddings
-from assets.indexes import hnsw_index, lexical_index
-from assets.partial_index_set import partial_index_set
-from assets.partitions import embedding_versions
-from assets.retrieval_evaluation import retrieval_evaluation
-from resources import PostgresResource
-from semindex import evaluation, quality, versions
-from semindex.embeddings import get_version
+from semindex import evaluation, lifecycle, quality
 from semindex.indexes import LEXICAL_INDEX_NAME
 from semindex.partial_indexes import managed_partial_indexes
+from semindex.vectors.version import get_version
+
+from ..resources import PostgresResource
+from .chunks import chunks
+from .embeddings import embeddings
+from .indexes import hnsw_index, lexical_index
+from .partial_index_set import partial_index_set
+from .partitions import embedding_versions
+from .retrieval_evaluation import retrieval_evaluation
 
 
 def _result(verdict: quality.Verdict, *, severity=dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
@@ -87,7 +88,7 @@ def _stored_verdict(context: dg.AssetCheckExecutionContext, postgres: PostgresRe
     """A gate over the verdict retrieval_evaluation stored; `prefix` picks its share of the failures."""
     db = postgres.database()
     version = get_version(db, context.partition_key)
-    stored = versions.latest_evaluation(db, version)
+    stored = lifecycle.latest_evaluation(db, version)
     if stored is None:
         return dg.AssetCheckResult(passed=False, description=f"{version.version_key} has no stored evaluation")
     mine = [f for f in stored.failures if (f.startswith(prefix) if prefix else not f.startswith("shadow:"))]

@@ -1,13 +1,12 @@
 import dagster as dg
 
-from assets.chunks import chunks
-from assets.metadata import stage_metadata
-from assets.partitions import embedding_versions
-from assets.vector_column import vector_column
-from resources import PostgresResource
 from semindex import indexes as stage
-from semindex.embeddings import get_version, vector_count
-from semindex.chunks import live_chunk_count
+
+from ..resources import PostgresResource
+from .chunks import chunks
+from .metadata import materialization
+from .partitions import embedding_versions
+from .vector_column import vector_column
 
 
 class HnswConfig(dg.Config):
@@ -15,19 +14,8 @@ class HnswConfig(dg.Config):
     ef_construction: int = 64
     maintenance_work_mem: str = "256MB"
 
-
-def _build_metadata(build: stage.IndexBuild, rows: int) -> dict:
-    return stage_metadata(
-        row_count=rows,
-        added=1 if build.added else 0,
-        changed=0,
-        removed=0,
-        seconds=build.seconds,
-        work_rows=rows if build.added else 0,
-        index=build.index_name,
-        action=build.action,
-        concurrently=build.concurrently,
-    )
+    def parameters(self) -> stage.HnswParameters:
+        return stage.HnswParameters(self.m, self.ef_construction, self.maintenance_work_mem)
 
 
 @dg.asset(
@@ -39,12 +27,7 @@ def _build_metadata(build: stage.IndexBuild, rows: int) -> dict:
     "Skipped in JSONB mode (no pgvector), where semantic search is a brute-force scan.",
 )
 def hnsw_index(context: dg.AssetExecutionContext, config: HnswConfig, postgres: PostgresResource) -> dg.MaterializeResult:
-    db = postgres.database()
-    version = get_version(db, context.partition_key)
-    parameters = stage.HnswParameters(config.m, config.ef_construction, config.maintenance_work_mem)
-    build = stage.build_hnsw(db, version, parameters)
-    context.log.info(f"{build.index_name}: {build.action} in {build.seconds:.1f}s")
-    return dg.MaterializeResult(metadata=_build_metadata(build, vector_count(db, version)))
+    return materialization(stage.hnsw_stage(postgres.database(), context.partition_key, config.parameters(), log_line=context.log.info))
 
 
 @dg.asset(
@@ -54,7 +37,4 @@ def hnsw_index(context: dg.AssetExecutionContext, config: HnswConfig, postgres: 
     description="GIN over (connector_instance_id, stream, tsvector) through btree_gin, for scoped lexical search.",
 )
 def lexical_index(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:
-    db = postgres.database()
-    build = stage.build_lexical_index(db)
-    context.log.info(f"{build.index_name}: {build.action} in {build.seconds:.1f}s")
-    return dg.MaterializeResult(metadata=_build_metadata(build, live_chunk_count(db)))
+    return materialization(stage.lexical_stage(postgres.database(), log_line=context.log.info))

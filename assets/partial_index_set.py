@@ -1,15 +1,12 @@
-import time
-
 import dagster as dg
 
-from assets.indexes import HnswConfig, hnsw_index
-from assets.metadata import stage_metadata
-from assets.partitions import embedding_versions
-from assets.retained_size_projection import retained_size_projection
-from resources import PostgresResource
-from semindex.embeddings import get_version
-from semindex.indexes import HnswParameters
-from semindex.partial_indexes import HotSourceBand, sync_partial_indexes
+from semindex.partial_indexes import HotSourceBand, partial_index_stage
+
+from ..resources import PostgresResource
+from .indexes import HnswConfig, hnsw_index
+from .metadata import materialization
+from .partitions import embedding_versions
+from .retained_size_projection import retained_size_projection
 
 
 class PartialIndexSetConfig(HnswConfig):
@@ -29,27 +26,5 @@ class PartialIndexSetConfig(HnswConfig):
     "Skipped in JSONB mode (no pgvector).",
 )
 def partial_index_set(context: dg.AssetExecutionContext, config: PartialIndexSetConfig, postgres: PostgresResource) -> dg.MaterializeResult:
-    db = postgres.database()
-    version = get_version(db, context.partition_key)
-    started = time.monotonic()
-    report = sync_partial_indexes(
-        db,
-        version,
-        HotSourceBand(config.min_rows, config.max_share, config.max_sources),
-        HnswParameters(config.m, config.ef_construction, config.maintenance_work_mem),
-    )
-    if report.skipped:
-        context.log.info(f"partial HNSW indexes of {version.version_key}: {report.skipped}")
-    return dg.MaterializeResult(
-        metadata=stage_metadata(
-            row_count=len(report.members),
-            added=len(report.created),
-            changed=0,
-            removed=len(report.dropped),
-            seconds=time.monotonic() - started,
-            work_rows=sum(member["rows"] for member in report.members if member["index"] in report.created),
-            members=dg.MetadataValue.json(report.members),
-            dropped=dg.MetadataValue.json(report.dropped),
-            **({"action": report.skipped} if report.skipped else {}),
-        )
-    )
+    band = HotSourceBand(config.min_rows, config.max_share, config.max_sources)
+    return materialization(partial_index_stage(postgres.database(), context.partition_key, band, config.parameters()))

@@ -1,11 +1,10 @@
-import time
-
 import dagster as dg
 
-from assets.embeddings import embeddings
-from assets.metadata import stage_metadata
-from resources import PostgresResource
-from semindex.retained_size import projection, refresh_projection
+from semindex.retained_size import projection_stage
+
+from ..resources import PostgresResource
+from .embeddings import embeddings
+from .metadata import materialization
 
 
 @dg.asset(
@@ -15,26 +14,4 @@ from semindex.retained_size import projection, refresh_projection
     description="Per (connector_instance_id, stream): records, chunks, vectors per version, bytes, dirty flag; the planner's cardinality estimates.",
 )
 def retained_size_projection(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:
-    db = postgres.database()
-    started = time.monotonic()
-    recomputed = refresh_projection(db)
-    sources = projection(db)
-    table = "\n".join(
-        ["| connector instance | stream | records | chunks | vectors | bytes |", "|---|---|---|---|---|---|"]
-        + [
-            f"| {s.connector_instance_id} | {s.stream} | {s.record_count} | {s.chunk_count} | "
-            f"{', '.join(f'{k}: {v}' for k, v in s.embedded_counts.items())} | {s.bytes} |"
-            for s in sources[:50]
-        ]
-    )
-    return dg.MaterializeResult(
-        metadata=stage_metadata(
-            row_count=len(sources),
-            added=0,
-            changed=recomputed,
-            removed=0,
-            seconds=time.monotonic() - started,
-            work_rows=recomputed,
-            preview=dg.MetadataValue.md(table),
-        )
-    )
+    return materialization(projection_stage(postgres.database()))

@@ -29,12 +29,14 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from semindex import chunks, embeddings, indexes, raw_records, retained_size  # noqa: E402
+from semindex import chunks, embeddings, indexes, lifecycle, raw_records, retained_size  # noqa: E402
 from semindex.chunking import ChunkingParameters  # noqa: E402
 from semindex.database import Database, resolve_database_url  # noqa: E402
 from semindex.encoders import MINILM_ENCODER_NAME, load_encoder  # noqa: E402
-from semindex.sample_corpus import iter_chitchat_messages  # noqa: E402
-from semindex.vector_column import finalize_vector_column  # noqa: E402
+from semindex.builders.sample_corpus import iter_chitchat_messages  # noqa: E402
+from semindex.vector_column import vector_column_stage  # noqa: E402
+from semindex.vectors.storage import PGVECTOR  # noqa: E402
+from psycopg import sql  # noqa: E402
 
 
 def scratch_database(server_url: str) -> tuple[str, str]:
@@ -62,9 +64,9 @@ def run_stages(db: Database, corpus: Path, version_key: str, encoder) -> dict[st
     seconds = {}
     seconds["ingest"], _ = timed(raw_records.ingest_file, db, corpus)
     seconds["chunks"], _ = timed(chunks.sync_chunks, db, ChunkingParameters())
-    version = embeddings.register_version(db, version_key)
+    version = lifecycle.register_version(db, version_key)
     seconds["embeddings"], report = timed(embeddings.backfill, db, version, batch_size=1024, encoder=encoder)
-    seconds["vector_column"], _ = timed(finalize_vector_column, db, version)
+    seconds["vector_column"], _ = timed(vector_column_stage, db, version.version_key)
     seconds["hnsw_index"], _ = timed(indexes.build_hnsw, db, version, indexes.HnswParameters())
     seconds["lexical_index"], _ = timed(indexes.build_lexical_index, db)
     seconds["projection"], _ = timed(retained_size.refresh_projection, db)
@@ -77,10 +79,9 @@ def copy_rate(db: Database, vectors: np.ndarray, rows: int) -> tuple[float, floa
     with db.connection() as conn:
         conn.execute(f"CREATE TEMP TABLE copy_bench (id bigint, embedding vector({vectors.shape[1]}))")
         started = time.perf_counter()
-        with conn.cursor().copy("COPY copy_bench (id, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
-            copy.set_types(["int8", "vector"])
-            for i, vector in enumerate(tiled):
-                copy.write_row((i, vector))
+        # The one COPY every vector load goes through (the backfill's staging, the benchmarks, the tests).
+        PGVECTOR.copy_rows(conn, sql.SQL("COPY copy_bench (id, embedding) FROM STDIN WITH (FORMAT BINARY)"), ["int8"],
+                           enumerate(tiled))
         copy_seconds = time.perf_counter() - started
         insert_rows = min(rows, 5000)
         started = time.perf_counter()
@@ -133,7 +134,7 @@ def main() -> None:
                 bare_seconds, vectors = timed(encoder.encode, texts)
                 bare_times.append(bare_seconds)
                 if repeat + 1 < args.repeats:
-                    version = embeddings.register_version(db, f"bench-{repeat + 1}")
+                    version = lifecycle.register_version(db, f"bench-{repeat + 1}")
                     seconds, _ = timed(embeddings.backfill, db, version, batch_size=1024, encoder=encoder)
                     pipeline_times.append(seconds)
             pipeline = statistics.median(pipeline_times)

@@ -30,12 +30,14 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from semindex import embeddings, indexes, retained_size  # noqa: E402
+from semindex import indexes, lifecycle, retained_size  # noqa: E402
 from semindex.database import Database, resolve_database_url  # noqa: E402
 from semindex.encoders import MINILM_ENCODER_NAME, load_encoder  # noqa: E402
 from semindex.partial_indexes import HotSourceBand, sync_partial_indexes  # noqa: E402
-from semindex.sample_corpus import iter_chitchat_messages  # noqa: E402
+from semindex.builders.sample_corpus import iter_chitchat_messages  # noqa: E402
 from semindex.search import Scope, Searcher, SearchRequest  # noqa: E402
+from semindex.vectors.storage import storage_for  # noqa: E402
+from semindex.vectors.version import get_version  # noqa: E402
 
 DATABASE = "semindex_bench_search"
 # Thousands of rows per source, largest first; scaled to --rows.
@@ -64,8 +66,9 @@ def build(db: Database, rows: int, rng: np.random.Generator) -> None:
     encoder = load_encoder(MINILM_ENCODER_NAME)
     log(f"encoding {BASE_TEXTS} base messages")
     base = encoder.encode(messages[:BASE_TEXTS])
-    version = embeddings.register_version(db)
-    embeddings.ensure_vector_table(db, version)
+    version = lifecycle.register_version(db)
+    storage = storage_for(db)
+    storage.create_table(db, version)
     sizes = source_sizes(rows)
     log(f"loading {rows} records, chunks and vectors over {len(sizes)} sources")
     row_no = 0
@@ -92,13 +95,10 @@ def build(db: Database, rows: int, rng: np.random.Generator) -> None:
             picks = np.arange(row_no, row_no + size) % BASE_TEXTS
             vectors = base[picks] + noise
             vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
-            with conn.cursor().copy(
-                f"COPY {version.vectors_table} (chunk_id, connector_instance_id, stream, record_key, field, "
-                "content_sha256, embedding) FROM STDIN WITH (FORMAT BINARY)"
-            ) as copy:
-                copy.set_types(["int8", "text", "text", "text", "text", "bytea", "vector"])
-                for (chunk_id, record_key, sha), vector in zip(chunk_rows, vectors, strict=True):
-                    copy.write_row((chunk_id, source, "messages", record_key, "text", sha, vector))
+            storage.copy_version_rows(conn, version, (
+                (chunk_id, source, "messages", record_key, "text", sha, vector)
+                for (chunk_id, record_key, sha), vector in zip(chunk_rows, vectors, strict=True)
+            ))
             conn.execute("INSERT INTO semindex.retained_size_projection (connector_instance_id, stream) "
                          "VALUES (%s, 'messages') ON CONFLICT DO NOTHING", (source,))
             conn.commit()
@@ -172,7 +172,7 @@ def main() -> None:
             db = Database(database_url(server_url), max_connections=12)
         build(db, args.rows, np.random.default_rng(5))
 
-    version = embeddings.get_version(db, "minilm-l6-v2")
+    version = get_version(db, "minilm-l6-v2")
     matrix, labels, sources = load_matrix(db, version)
     sizes = {s: int((labels == i).sum()) for i, s in enumerate(sources)}
     total = len(labels)
@@ -221,7 +221,7 @@ def main() -> None:
                 response = searcher.search(request)
                 elapsed = 1000 * (time.perf_counter() - t0)
                 latencies.append(elapsed)
-                plans |= set((response.meta.get("semantic_plans") or {}).values())
+                plans |= set(response.meta.semantic_plans.values())
                 if mode == "semantic":
                     exact = exact_by_text[text]
                     got = [hit.distance for hit in response.hits]

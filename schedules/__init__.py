@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from resources import PostgresResource
+from semindex.vectors.version import all_versions
+
+from ..resources import PostgresResource
 
 
 def _live_version_requests(context: dg.ScheduleEvaluationContext, postgres: PostgresResource, purpose: str):
-    from semindex.embeddings import all_versions
-
     tick = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M")
     live = [version for version in all_versions(postgres.database()) if version.state == "ready"]
     if not live:

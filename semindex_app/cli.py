@@ -44,8 +44,8 @@ def _print_hits(hits) -> None:
 
 def command_run(args: argparse.Namespace) -> int:
     from semindex.database import open_database
-    from semindex.orchestration import run_index_pipeline
     from semindex.search import semantic_search
+    from semindex_app.runner import run_index_pipeline
 
     try:
         result = run_index_pipeline(args.version)
@@ -71,16 +71,18 @@ def command_run(args: argparse.Namespace) -> int:
 def command_dev(args: argparse.Namespace) -> int:
     import subprocess
 
+    from semindex import settings
     from semindex.database import open_database
-    from semindex.orchestration import prepare_dagster_home
-    from semindex.settings import PROJECT_ROOT
+    from semindex_app.runner import prepare_dagster_home
 
     open_database()
     home = prepare_dagster_home()
     print(f"Dagster UI: http://{args.host}:{args.port}  (DAGSTER_HOME={home})", flush=True)
-    command = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
+    # The installed code location, wherever this runs from; its processes share this state folder.
+    command = [sys.executable, "-m", "dagster", "dev", "-m", "semindex_app.definitions",
                "-h", args.host, "-p", str(args.port)]
-    return subprocess.call(command, cwd=PROJECT_ROOT, env=os.environ.copy())
+    env = {**os.environ, "SEMINDEX_HOME": str(settings.semindex_home())}
+    return subprocess.call(command, env=env)
 
 
 def command_db_url(args: argparse.Namespace) -> int:
@@ -113,7 +115,7 @@ def command_db_migrate(args: argparse.Namespace) -> int:
 
 
 def command_ingest(args: argparse.Namespace) -> int:
-    from semindex.orchestration import run_asset
+    from semindex_app.runner import run_asset
 
     missing = [path for path in args.paths if not Path(path).is_file()]
     if missing:
@@ -129,35 +131,40 @@ def command_ingest(args: argparse.Namespace) -> int:
 
 def command_search(args: argparse.Namespace) -> int:
     from semindex.database import open_database
-    from semindex.search import Scope, SearchRequest, search
+    from semindex.errors import SemindexError
+    from semindex.search import parse_request, search
 
-    request = SearchRequest(
-        args.query,
-        mode=args.mode,
-        k=args.k,
-        scope=Scope(tuple(args.connector_instance), tuple(args.stream), tuple(args.field), tuple(args.record_key)),
-        version_key=args.version,
-        lexical_window=args.lexical_window,
-        fusion=args.fusion,
-    )
     try:
+        # The same parser as every other caller: names and values in, a validated request out.
+        request = parse_request({
+            "query": args.query,
+            "mode": args.mode,
+            "k": args.k,
+            "connector_instance_id": args.connector_instance,
+            "stream": args.stream,
+            "field": args.field,
+            "record_key": args.record_key,
+            "version": args.version,
+            "lexical_window": args.lexical_window,
+            "fusion": args.fusion,
+        })
         # Search only reads: no bootstrap, so it runs as a read-only role too.
         response = search(open_database(bootstrap=False), request)
-    except (LookupError, ValueError) as error:
+    except (SemindexError, LookupError, ValueError) as error:
         print(f"semindex search: {error}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(response.as_dict(), ensure_ascii=False, indent=2))
     else:
         _print_hits(response.hits)
-        print(f"\nplans: {response.meta.get('semantic_plans', {})}  lexical: {response.meta.get('lexical')}  "
-              f"timings (ms): {response.meta['timings_ms']}")
+        meta = response.meta
+        print(f"\nplans: {meta.semantic_plans}  lexical: {meta.lexical}  timings (ms): {meta.timings_ms}")
     return 0
 
 
 def command_versions_list(args: argparse.Namespace) -> int:
     from semindex.database import open_database
-    from semindex.versions import list_versions
+    from semindex.lifecycle import list_versions
 
     rows = list_versions(open_database())
     if args.json:
@@ -176,7 +183,7 @@ def command_versions_list(args: argparse.Namespace) -> int:
 
 def command_versions_register(args: argparse.Namespace) -> int:
     from semindex.database import open_database
-    from semindex.versions import load_declarations, register_declared, versions_file
+    from semindex.lifecycle import load_declarations, register_declared, versions_file
 
     path = Path(args.file) if args.file else versions_file()
     declared = load_declarations(path)
@@ -198,7 +205,7 @@ def command_versions_register(args: argparse.Namespace) -> int:
 
 
 def command_versions_backfill(args: argparse.Namespace) -> int:
-    from semindex.orchestration import run_index_pipeline
+    from semindex_app.runner import run_index_pipeline
 
     result = run_index_pipeline(args.key)
     failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
@@ -211,7 +218,7 @@ def command_versions_backfill(args: argparse.Namespace) -> int:
 
 def command_versions_promote(args: argparse.Namespace) -> int:
     from semindex.database import open_database
-    from semindex.versions import promote
+    from semindex.lifecycle import promote
 
     flip = promote(open_database(), args.key)
     print(f"{flip.version_key} serves now (was {flip.previous_version_key}); evaluation #{flip.evaluation_id}"
@@ -221,7 +228,7 @@ def command_versions_promote(args: argparse.Namespace) -> int:
 
 def command_versions_rollback(args: argparse.Namespace) -> int:
     from semindex.database import open_database
-    from semindex.versions import rollback
+    from semindex.lifecycle import rollback
 
     flip = rollback(open_database())
     print(f"{flip.version_key} serves again (was {flip.previous_version_key})")
@@ -230,8 +237,8 @@ def command_versions_rollback(args: argparse.Namespace) -> int:
 
 def command_versions_retire(args: argparse.Namespace) -> int:
     from semindex.database import open_database
-    from semindex.orchestration import forget_partition
-    from semindex.versions import retire
+    from semindex.lifecycle import retire
+    from semindex_app.runner import forget_partition
 
     retirement = retire(open_database(), args.key)
     forget_partition(args.key)
@@ -243,11 +250,11 @@ def command_versions_retire(args: argparse.Namespace) -> int:
 def _lifecycle_errors(handler):
     """Refusals and unknown keys become one clear line and exit code 2, not a traceback."""
     def run(args: argparse.Namespace) -> int:
-        from semindex.versions import PromotionRefused, RetireRefused, RollbackRefused
+        from semindex.errors import SemindexError
 
         try:
             return handler(args)
-        except (LookupError, ValueError, FileNotFoundError, PromotionRefused, RollbackRefused, RetireRefused) as error:
+        except (SemindexError, LookupError, ValueError) as error:
             print(f"semindex versions {args.versions_verb}: {error}", file=sys.stderr)
             return 2
     return run

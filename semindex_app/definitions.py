@@ -2,19 +2,20 @@
 
 import dagster as dg
 
-from assets.checks import all_checks
-from assets.chunks import chunks
-from assets.embeddings import embeddings
-from assets.indexes import hnsw_index, lexical_index
-from assets.partial_index_set import partial_index_set
-from assets.raw_records import raw_records
-from assets.retained_size_projection import retained_size_projection
-from assets.retrieval_evaluation import retrieval_evaluation
-from assets.serving_version import serving_version
-from assets.vector_column import vector_column
-from resources import PostgresResource
-from schedules import nightly_refresh, weekly_index_maintenance
-from sensors import inbox_sensor, version_backfill_sensor
+from .assets.checks import all_checks
+from .assets.chunks import chunks
+from .assets.embeddings import embeddings
+from .assets.indexes import hnsw_index, lexical_index
+from .assets.partial_index_set import partial_index_set
+from .assets.raw_records import raw_records
+from .assets.retained_size_projection import retained_size_projection
+from .assets.retrieval_evaluation import retrieval_evaluation
+from .assets.semantic_blob import semantic_blob
+from .assets.serving_version import serving_version
+from .assets.vector_column import vector_column
+from .resources import EncoderResource, postgres_resource
+from .schedules import nightly_refresh, weekly_index_maintenance
+from .sensors import inbox_sensor, version_backfill_sensor
 
 all_assets = [
     raw_records,
@@ -27,10 +28,11 @@ all_assets = [
     partial_index_set,
     retrieval_evaluation,
     serving_version,
+    semantic_blob,
 ]
 
 # The main job: the whole graph for one embedding version (the run's partition key), from ingest to
-# the gated promotion.
+# the gated promotion, and the adoption of a reference-server table when the database holds one.
 index_pipeline = dg.define_asset_job("index_pipeline", selection=dg.AssetSelection.assets(*all_assets))
 
 # Nightly: new and changed chunks for a live version, and its indexes; no re-evaluation or promotion.
@@ -53,5 +55,5 @@ defs = dg.Definitions(
     jobs=[index_pipeline, index_refresh, index_maintenance],
     sensors=[inbox_sensor, version_backfill_sensor],
     schedules=[nightly_refresh, weekly_index_maintenance],
-    resources={"postgres": PostgresResource()},
+    resources={"postgres": postgres_resource(), "encoders": EncoderResource()},
 )

@@ -7,9 +7,9 @@ import json
 import os
 from pathlib import Path
 
+from semindex import settings
 from semindex.database import open_database, resolve_database_url, sqlalchemy_psycopg2_url
-from semindex.embeddings import DEFAULT_VERSION_KEY, get_version
-from semindex.settings import semindex_home
+from semindex.lifecycle import DEFAULT_VERSION_KEY, ensure_registered
 
 PARTITIONS_NAME = "embedding_versions"
 
@@ -20,7 +20,7 @@ def prepare_dagster_home() -> Path:
     The URL is written as postgresql+psycopg2://: under SQLAlchemy 2.1 dagster-postgres would pick
     psycopg 3 for a bare postgresql:// URL and every run would fail.
     """
-    home = semindex_home() / "dagster"
+    home = settings.semindex_home() / "dagster"
     home.mkdir(parents=True, exist_ok=True)
     url = sqlalchemy_psycopg2_url(resolve_database_url())
     config = (
@@ -49,7 +49,7 @@ def run_asset(asset_name: str, config: dict):
     """Materialize one unpartitioned asset with its config, recorded in Dagster's storage."""
     import dagster as dg
 
-    import definitions
+    from semindex_app import definitions
 
     open_database()
     asset = next(a for a in definitions.all_assets if a.key == dg.AssetKey(asset_name))
@@ -62,30 +62,11 @@ def run_asset(asset_name: str, config: dict):
     )
 
 
-def ensure_registered(db, version_key: str):
-    """The version, registered from the versions file if it is declared there and not yet registered."""
-    from semindex.versions import load_declarations, register_declared
-
-    try:
-        return get_version(db, version_key)
-    except LookupError:
-        declared = load_declarations()
-        if version_key not in declared:
-            raise LookupError(
-                f"embedding version {version_key!r} is neither registered nor declared in the versions file "
-                f"(declared: {', '.join(declared) or 'none'})"
-            ) from None
-        return register_declared(db, declared[version_key])
-
-
 def run_index_pipeline(version_key: str = DEFAULT_VERSION_KEY, run_config: dict | None = None):
     """Materialize the whole graph (with its checks) for one embedding version, in this process."""
-    import dagster as dg
+    from semindex_app import definitions
 
-    import definitions
-
-    db = open_database()
-    ensure_registered(db, version_key)
+    ensure_registered(open_database(), version_key)
     instance = _instance()
     if not instance.has_dynamic_partition(PARTITIONS_NAME, version_key):
         instance.add_dynamic_partitions(PARTITIONS_NAME, [version_key])

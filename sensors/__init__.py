@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 
 import dagster as dg
 
-from resources import PostgresResource
-from semindex.settings import semindex_home
+from semindex import settings
+from semindex.vectors.version import active_version, all_versions
+
+from ..assets.partitions import embedding_versions
+from ..resources import PostgresResource
 
 
 def inbox_state() -> dict[str, list[int]]:
-    inbox = semindex_home() / "inbox"
+    inbox = settings.inbox()
     if not inbox.is_dir():
         return {}
     return {path.name: [path.stat().st_size, path.stat().st_mtime_ns] for path in sorted(inbox.glob("*.jsonl"))}
@@ -28,8 +32,6 @@ def inbox_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource
     remembers run keys forever and silently drops a repeated one, so the key carries the counter
     and a hash of the inbox state: a reset cursor cannot make it repeat.
     """
-    from semindex.embeddings import active_version
-
     seen = json.loads(context.cursor) if context.cursor else {"files": {}, "requests": 0}
     current = inbox_state()
     changed = sorted(name for name, state in current.items() if seen["files"].get(name) != state)
@@ -64,9 +66,7 @@ RETRYABLE = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
 def backoff_base_seconds() -> int:
-    from semindex.settings import env_int
-
-    return env_int("SEMINDEX_BACKFILL_BACKOFF_SECONDS", 60, minimum=0)
+    return settings.backfill_backoff_seconds()
 
 
 def backoff_seconds(attempts_made: int, base: int) -> int:
@@ -107,11 +107,6 @@ def version_backfill_sensor(context: dg.SensorEvaluationContext, postgres: Postg
     Dagster remembers run keys forever, so each key carries the version id and the attempt number;
     attempts are counted from the runs themselves (by tag), so a lost cursor cannot repeat a key.
     """
-    import time
-
-    from assets.partitions import embedding_versions
-    from semindex.embeddings import all_versions
-
     live = [version for version in all_versions(postgres.database()) if version.state != "retired"]
     new_partitions = [
         version.version_key for version in live

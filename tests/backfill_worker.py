@@ -3,7 +3,8 @@
 import sys
 
 from semindex.database import open_database
-from semindex.embeddings import backfill, get_version
+from semindex.embeddings import backfill
+from semindex.vectors.version import get_version
 
 if __name__ == "__main__":
     database_url, version_key, batch_size = sys.argv[1], sys.argv[2], int(sys.argv[3])

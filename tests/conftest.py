@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from semindex.sample_corpus import SAMPLE_CORPUS_PATH
+from semindex.data import SAMPLE_CORPUS_PATH
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-import definitions
-from resources import PostgresResource
+from semindex_app import definitions
+from semindex_app.resources import EncoderResource, PostgresResource
 from semindex.database import open_database
-from semindex.embeddings import register_version
+from semindex.lifecycle import register_version
 
 TINY_VERSION = "hash-v1"
 # Every asset up to (not including) the evaluation and the promotion.
@@ -37,7 +37,7 @@ def materialize_graph(
         [*definitions.all_assets, *definitions.all_checks],
         instance=instance,
         partition_key=version_key,
-        resources={"postgres": PostgresResource(database_url=database_url)},
+        resources={"postgres": PostgresResource(database_url=database_url), "encoders": EncoderResource()},
         run_config=run_config or {},
         selection=selection,
         raise_on_error=True,

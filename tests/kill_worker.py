@@ -33,6 +33,7 @@ from semindex import chunks, embeddings, indexes, raw_records
 from semindex.chunking import ChunkingParameters
 from semindex.database import open_database
 from semindex.encoders import Encoder, load_encoder
+from semindex.vectors.version import get_version
 
 # Heavier than the defaults on purpose: a build of a few hundred rows then lasts about half a
 # second, long enough for random kills to land inside it.
@@ -88,7 +89,7 @@ def run(database_url: str, version_key: str, *, batch_size: int, corpus: Path | 
         markers.mark("ingest")
         raw_records.ingest_files(db, [corpus])
         chunks.sync_chunks(db, ChunkingParameters())
-    version = embeddings.get_version(db, version_key)
+    version = get_version(db, version_key)
     encoder = load_encoder(version.encoder_name)
     pause = float(os.environ.get(BATCH_SLEEP_ENV, "0") or 0)
     markers.mark("backfill")
@@ -103,8 +104,8 @@ def run_dagster_graph(database_url: str, version_key: str, *, batch_size: int, c
     markers.mark("start")
     import dagster as dg
 
-    import definitions
-    from resources import PostgresResource
+    from semindex_app import definitions
+    from semindex_app.resources import EncoderResource, PostgresResource
 
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("embedding_versions", [version_key])
@@ -113,7 +114,7 @@ def run_dagster_graph(database_url: str, version_key: str, *, batch_size: int, c
         [*definitions.all_assets, *definitions.all_checks],
         instance=instance,
         partition_key=version_key,
-        resources={"postgres": PostgresResource(database_url=database_url)},
+        resources={"postgres": PostgresResource(database_url=database_url), "encoders": EncoderResource()},
         run_config={"ops": {"raw_records": {"config": {"paths": [str(corpus)]}},
                             "embeddings": {"config": {"batch_size": batch_size}}}},
         selection=dg.AssetSelection.assets(*INDEXING_ASSETS),

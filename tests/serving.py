@@ -4,8 +4,8 @@ promotion flip, with a verdict stored as if its evaluation had passed."""
 from __future__ import annotations
 
 from semindex.database import Database
-from semindex.embeddings import get_version
-from semindex.versions import Flip, promote, record_evaluation
+from semindex.vectors.version import get_version
+from semindex.lifecycle import Flip, promote, record_evaluation
 
 
 def serve(db: Database, version_key: str) -> Flip:

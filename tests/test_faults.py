@@ -28,6 +28,9 @@ import pytest
 from semindex import chunks, embeddings, indexes, raw_records
 from semindex.chunking import ChunkingParameters
 from semindex.database import EMBEDDED_DATA_DIR, Database, embedded_database_url
+from semindex import lifecycle
+from semindex.vectors.version import get_version
+from semindex.vectors.version import EmbeddingVersion
 from tests.conftest import sample_records, write_jsonl
 from tests.kill_worker import BATCH_SLEEP_ENV, HNSW_PARAMETERS, LINGER_ENV, read_markers
 
@@ -65,7 +68,7 @@ def _mask_version(text: str) -> str:
     return re.sub(r"chunk_vectors_v\d+", "chunk_vectors_v<id>", text)
 
 
-def version_state(db: Database, version: embeddings.EmbeddingVersion) -> VersionState:
+def version_state(db: Database, version: EmbeddingVersion) -> VersionState:
     table = version.vectors_table  # built from the integer version id only
     with db.connection() as conn:
         rows, vectors = {}, {}
@@ -181,7 +184,7 @@ def _wait_for_backends_to_end(db: Database, application_name: str, timeout: floa
     raise AssertionError(f"backends of the killed worker {application_name} still run after {timeout} s")
 
 
-def _serve(db: Database, version: embeddings.EmbeddingVersion) -> None:
+def _serve(db: Database, version: EmbeddingVersion) -> None:
     """Make `version` the one searches read, as a promotion would (so its index is built
     CONCURRENTLY); done by hand because only the flag matters here."""
     with db.connection() as conn:
@@ -189,7 +192,7 @@ def _serve(db: Database, version: embeddings.EmbeddingVersion) -> None:
         conn.execute("UPDATE semindex.embedding_versions SET active = true WHERE version_id = %s", (version.version_id,))
 
 
-def _watermark(db: Database, version: embeddings.EmbeddingVersion) -> int | None:
+def _watermark(db: Database, version: EmbeddingVersion) -> int | None:
     with db.connection() as conn:
         row = conn.execute(
             "SELECT watermark FROM semindex.embedding_backfill WHERE version_id = %s", (version.version_id,)
@@ -227,7 +230,7 @@ def test_sigkill_at_twenty_points_then_the_next_run_ends_as_an_uninterrupted_run
         total, max_chunk_id = conn.execute("SELECT count(*), max(chunk_id) FROM semindex.chunks").fetchone()
     assert total > 500  # about 90 batches of 8 for the kills to land in
 
-    reference = embeddings.register_version(db, "reference", ENCODER, 32)
+    reference = lifecycle.register_version(db, "reference", ENCODER, 32)
     timeline = _run_worker_to_the_end(database_url, reference.version_key, tmp_path, "reference")
     expected = version_state(db, reference)
     assert expected.vector_rows == total and expected.watermark_at_max_chunk_id
@@ -236,7 +239,7 @@ def test_sigkill_at_twenty_points_then_the_next_run_ends_as_an_uninterrupted_run
     rng = random.Random(KILL_SEED)
     kills = []
     for point in range(KILL_POINTS):
-        version = embeddings.register_version(db, f"kill-{point:02d}", ENCODER, 32)
+        version = lifecycle.register_version(db, f"kill-{point:02d}", ENCODER, 32)
         serving = point % 2 == 1
         _serve(db, version if serving else reference)
         # One kill per twentieth of an uninterrupted run, at a random moment inside it: early, mid
@@ -335,7 +338,7 @@ def second_server(tmp_path_factory):
 def _state_of(url: str, version_key: str) -> tuple[VersionState, tuple]:
     db = Database(url)
     try:
-        version = embeddings.get_version(db, version_key)
+        version = get_version(db, version_key)
         with db.connection() as conn:
             records = conn.execute(
                 "SELECT count(*), count(*) FILTER (WHERE chunked_sha256 = content_sha256), "
@@ -354,7 +357,7 @@ def _state_of(url: str, version_key: str) -> tuple[VersionState, tuple]:
 def _register(url: str, version_key: str) -> None:
     db = Database(url)
     try:
-        embeddings.register_version(db, version_key, ENCODER, 32)
+        lifecycle.register_version(db, version_key, ENCODER, 32)
     finally:
         db.close()
 

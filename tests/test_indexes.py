@@ -8,6 +8,7 @@ import pytest
 from semindex import chunks, embeddings, indexes, raw_records, retained_size
 from semindex.chunking import ChunkingParameters
 from semindex.partial_indexes import HotSourceBand, managed_partial_indexes, partial_index_name, sync_partial_indexes
+from semindex import lifecycle
 from tests.conftest import sample_records, write_jsonl
 
 PARAMETERS = indexes.HnswParameters(m=8, ef_construction=32)
@@ -17,7 +18,7 @@ PARAMETERS = indexes.HnswParameters(m=8, ef_construction=32)
 def loaded(db, tmp_path):
     raw_records.ingest_file(db, write_jsonl(tmp_path / "corpus.jsonl", sample_records(per_stream=30)))
     chunks.sync_chunks(db, ChunkingParameters())
-    version = embeddings.register_version(db, "tiny", "hashing-64", 64)
+    version = lifecycle.register_version(db, "tiny", "hashing-64", 64)
     embeddings.backfill(db, version)
     return version
 
@@ -71,14 +72,14 @@ def test_the_advisory_lock_keeps_two_runs_from_building_the_same_index(db, datab
     version = loaded
     outcome = {}
     with psycopg.connect(database_url, autocommit=True) as holder:
-        holder.execute("SELECT pg_advisory_lock(hashtext('semindex.index:' || %s))", (version.hnsw_index_name,))
+        holder.execute("SELECT pg_advisory_lock(hashtext('semindex.index:' || %s))", (f"semindex.{version.hnsw_index_name}",))
         builder = threading.Thread(target=lambda: outcome.setdefault("build", indexes.build_hnsw(db, version, PARAMETERS)))
         builder.start()
         builder.join(timeout=1.5)
         # Still waiting on the lock, and nothing was built behind the holder's back.
         assert builder.is_alive()
         assert indexes.index_validity(db, [version.hnsw_index_name]) == {version.hnsw_index_name: None}
-        holder.execute("SELECT pg_advisory_unlock(hashtext('semindex.index:' || %s))", (version.hnsw_index_name,))
+        holder.execute("SELECT pg_advisory_unlock(hashtext('semindex.index:' || %s))", (f"semindex.{version.hnsw_index_name}",))
     builder.join(timeout=60)
     assert outcome["build"].action == "built"
     assert indexes.index_validity(db, [version.hnsw_index_name]) == {version.hnsw_index_name: True}
@@ -110,7 +111,7 @@ def test_the_partial_index_set_adds_and_drops_members_even_for_an_adversarial_co
     ]
     raw_records.ingest_file(db, write_jsonl(tmp_path / "r.jsonl", records))
     chunks.sync_chunks(db, ChunkingParameters())
-    version = embeddings.register_version(db, "tiny", "hashing-32", 32)
+    version = lifecycle.register_version(db, "tiny", "hashing-32", 32)
     embeddings.backfill(db, version)
     retained_size.refresh_projection(db)
 

@@ -16,9 +16,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from semindex import search as search_module
+from semindex.search import scan_engine
+from semindex.errors import Conflict
 from semindex.database import open_database
-from semindex.embeddings import get_version, register_version
+from semindex.lifecycle import register_version
+from semindex.vectors.version import get_version
 from semindex.indexes import JSONB_SKIPPED
 from semindex.search import Scope, SearchRequest, Searcher
 from tests.conftest import _database_url, sample_records, write_jsonl
@@ -190,13 +192,13 @@ def test_bootstrap_and_every_stage_run_in_jsonb_mode(jsonb_deployment):
 @pytest.mark.parametrize("fetch_rows", [2000, 7])
 def test_semantic_search_is_an_exact_brute_force_that_ranks_before_it_limits(jsonb_deployment, monkeypatch, fetch_rows):
     # 7 rows a fetch: the bounded top-k is carried over many batches, and cut after each.
-    monkeypatch.setattr(search_module, "JSONB_FETCH_ROWS", fetch_rows)
+    monkeypatch.setattr(scan_engine, "FETCH_ROWS", fetch_rows)
     db = open_database(jsonb_deployment.url)
     version = get_version(db, VERSION)
     rows = stored_rows(db, version)
     searcher = Searcher(db)
     for text in QUERIES:
-        query = searcher.query_vector(version, text)
+        query = searcher.semantic.query_vector(version, text)
         for scope in _scopes(rows):
             reference = brute_force(rows, query, scope)
             assert reference, scope
@@ -204,7 +206,7 @@ def test_semantic_search_is_an_exact_brute_force_that_ranks_before_it_limits(jso
                 response = searcher.search(SearchRequest(text, mode="semantic", k=k, scope=scope, version_key=VERSION))
                 hits = response.hits
                 assert len(hits) == min(k, len(reference)), (scope, k)
-                assert set(response.meta["semantic_plans"].values()) == {"jsonb_exact"}
+                assert set(response.meta.semantic_plans.values()) == {"jsonb_exact"}
                 assert_same_ranking([(hit.chunk_id, hit.distance) for hit in hits],
                                     [(chunk_id, distance) for chunk_id, _, distance in reference])
 
@@ -219,7 +221,7 @@ def test_lexical_and_hybrid_search_work_without_pgvector(jsonb_deployment):
     for fusion in ("rrf", "interleave"):
         hybrid = searcher.search(SearchRequest("election results", mode="hybrid", k=10, fusion=fusion, version_key=VERSION))
         assert len(hybrid.hits) == 10 and all("fused" in hit.scores for hit in hybrid.hits)
-        assert set(hybrid.meta["semantic_plans"].values()) == {"jsonb_exact"}
+        assert set(hybrid.meta.semantic_plans.values()) == {"jsonb_exact"}
         assert len({(hit.connector_instance_id, hit.stream, hit.record_key) for hit in hybrid.hits}) == 10
 
 
@@ -266,7 +268,7 @@ def test_vector_mode_ranks_the_same_corpus_the_same_way(jsonb_deployment, db, da
     jsonb_searcher, vector_searcher = Searcher(jsonb_db), Searcher(db)
     rows = stored_rows(db, vector_version)
     for text in QUERIES:
-        query = vector_searcher.query_vector(vector_version, text)
+        query = vector_searcher.semantic.query_vector(vector_version, text)
         for scope in _scopes(rows):
             # The full ranking, so rows that tie (within float32 rounding) at the page's end count as tied.
             reference = [(vector_ids[chunk_id], distance) for chunk_id, _, distance in brute_force(rows, query, scope)]
@@ -289,7 +291,7 @@ def test_vector_mode_ranks_the_same_corpus_the_same_way(jsonb_deployment, db, da
 def test_the_numpy_distances_are_pgvectors_for_every_metric(db):
     from pgvector import Vector
 
-    from semindex.search import jsonb_distances
+    from semindex.vectors.metric import metric_named
 
     rng = np.random.default_rng(5)
     matrix = rng.normal(size=(40, 16)).astype(np.float32)
@@ -303,13 +305,13 @@ def test_the_numpy_distances_are_pgvectors_for_every_metric(db):
     measured[:, 0] = np.where(np.isnan(measured[:, 0]), np.inf, measured[:, 0])
     as_stored = matrix.astype(np.float64)  # what JSONB mode stores and parses back
     for column, metric in enumerate(("cosine", "l2", "ip")):
-        ours = jsonb_distances(as_stored, query.astype(np.float64), metric)
+        ours = metric_named(metric).distances(as_stored, query.astype(np.float64))
         np.testing.assert_allclose(ours, measured[:, column], rtol=0, atol=1e-5)
-    assert np.isinf(jsonb_distances(as_stored, query.astype(np.float64), "cosine")[7])
+    assert np.isinf(metric_named("cosine").distances(as_stored, query.astype(np.float64))[7])
 
 
 def test_the_vector_column_stage_refuses_a_table_of_another_type_in_jsonb_mode(jsonb_deployment):
-    from semindex.vector_column import finalize_vector_column
+    from semindex.vector_column import vector_column_stage
 
     db = open_database(jsonb_deployment.url)
     version = register_version(db, "tiny-real", "hashing-16", 16)
@@ -317,29 +319,27 @@ def test_the_vector_column_stage_refuses_a_table_of_another_type_in_jsonb_mode(j
         conn.execute(f"CREATE TABLE {version.vectors_table} (LIKE {get_version(db, VERSION).vectors_table})")
         conn.execute(f"ALTER TABLE {version.vectors_table} ALTER COLUMN embedding TYPE real[] USING NULL")
     try:
-        with pytest.raises(ValueError, match=rf"{version.vectors_table}\.embedding is real\[\], but this database runs in "
-                                             r"JSONB mode \(no pgvector\), where version 'tiny-real' .* as jsonb"):
-            finalize_vector_column(db, version)
+        with pytest.raises(Conflict, match=rf"{version.vectors_table}\.embedding is real\[\], but this database stores "
+                                           r"vectors as jsonb \(no pgvector\), where version 'tiny-real' needs jsonb"):
+            vector_column_stage(db, version.version_key)
     finally:
         with db.connection() as conn:
             conn.execute(f"DROP TABLE {version.vectors_table}")
 
 
 def test_the_stored_json_text_reads_back_to_the_same_float32(db):
-    from semindex.embeddings import jsonb_vector_text
-    from semindex.search import _parse_jsonb_vectors
+    from semindex.vectors.storage import JSONB, jsonb_vector_text
 
     rng = np.random.default_rng(11)
     matrix = rng.normal(scale=rng.choice([1e-30, 1e-5, 1.0, 1e20], size=(500, 1)), size=(500, 24)).astype(np.float32)
     matrix[0, :4] = [np.finfo(np.float32).max, np.finfo(np.float32).tiny, np.float32(1e-45), -0.0]
     texts = [jsonb_vector_text(row) for row in matrix]
     assert all(np.array_equal(np.asarray(json.loads(text), dtype=np.float32), row) for text, row in zip(texts, matrix))
-    version = type("V", (), {"dimensions": 24, "vectors_table": "semindex.chunk_vectors_v0"})()
-    np.testing.assert_array_equal(_parse_jsonb_vectors(texts, version), matrix.astype(np.float64))
+    np.testing.assert_array_equal(JSONB.parse(texts, 24, "semindex.chunk_vectors_v0"), matrix.astype(np.float64))
     # As PostgreSQL writes them back out (numeric drops the exponents: 340282347000...0).
     with db.connection() as conn:
         stored = [row[0] for row in conn.execute("SELECT t::jsonb::text FROM unnest(%s::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n", (texts,))]
     assert stored[0].startswith("[340282347000000000000000000000000000000, ")
-    np.testing.assert_array_equal(_parse_jsonb_vectors(stored, version), matrix.astype(np.float64))
-    with pytest.raises(ValueError, match="not a flat array of 24 numbers"):
-        _parse_jsonb_vectors(texts[:2] + ["[1, 2]"], version)
+    np.testing.assert_array_equal(JSONB.parse(stored, 24, "semindex.chunk_vectors_v0"), matrix.astype(np.float64))
+    with pytest.raises(Conflict, match="not a flat array of 24 numbers"):
+        JSONB.parse(texts[:2] + ["[1, 2]"], 24, "semindex.chunk_vectors_v0")

@@ -8,19 +8,18 @@ from pathlib import Path
 
 import pytest
 
+from semindex.builders.judged_sets import GENERATED_FILES, build
+from semindex.data import JUDGED_DIR
 from semindex.judged_sets import (
     BBC_SET,
-    GENERATED_FILES,
-    JUDGED_DIR,
     SEMANLINK_SET,
     SETS_FILE,
     JudgedSet,
-    build,
     judged_document_paths,
     load_judged_sets,
 )
 from semindex.raw_records import ingest_file, parse_record
-from semindex.sample_corpus import SAMPLE_CORPUS_PATH
+from semindex.data import SAMPLE_CORPUS_PATH
 from semindex.search import Scope
 
 MAX_FIELD_BYTES = 2 * 1024 * 1024

@@ -4,7 +4,8 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from semindex.embeddings import get_version, vector_count
+from semindex.embeddings import vector_count
+from semindex.vectors.version import get_version
 from semindex.encoders import load_encoder
 from semindex.search import semantic_search
 from tests.conftest import sample_records, write_jsonl
@@ -32,7 +33,7 @@ def _chunk_vectors(db, version):
 
 @pytest.mark.real_model
 def test_whole_graph_with_the_real_model_then_a_rerun_encodes_nothing(db, database_url, small_corpus):
-    from semindex.embeddings import register_version
+    from semindex.lifecycle import register_version
 
     register_version(db)  # minilm-l6-v2, 384-d cosine
     with dg.instance_for_test() as instance:

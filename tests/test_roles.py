@@ -24,6 +24,8 @@ from semindex.database import Database, sqlalchemy_psycopg2_url
 from semindex.partial_indexes import HotSourceBand, managed_partial_indexes, sync_partial_indexes
 from semindex.search import PlannerSettings, Scope, Searcher, SearchRequest
 from semindex.sql_files import statement
+from semindex import lifecycle
+from semindex.vectors.version import get_version
 from tests.conftest import _database_url, sample_records, write_jsonl
 from tests.dagster_helpers import check_verdicts, materialize_graph, raw_records_config, register_tiny_version
 from tests.test_sql_injection import SQL_STAGES, snapshot
@@ -132,7 +134,7 @@ def _answers(searcher: Searcher, requests) -> tuple[list, set]:
     for request in requests:
         response = searcher.search(request)
         answers.append([hit.as_dict() for hit in response.hits])
-        plans |= set(response.meta.get("semantic_plans", {}).values())
+        plans |= set(response.meta.semantic_plans.values())
     return answers, plans
 
 
@@ -190,7 +192,7 @@ def test_everything_in_the_schema_is_owned_by_the_writer(deployment):
 def test_a_version_the_writer_adds_after_the_grants_is_searchable_by_the_reader(deployment):
     writer_db = Database(deployment["writer_url"])
     try:
-        version = embeddings.register_version(writer_db, "tiny-48", "hashing-48", 48)
+        version = lifecycle.register_version(writer_db, "tiny-48", "hashing-48", 48)
         embeddings.backfill(writer_db, version)
         indexes.build_hnsw(writer_db, version, indexes.HnswParameters(m=8, ef_construction=32))
         retained_size.refresh_projection(writer_db)
@@ -227,7 +229,7 @@ def test_the_writer_keeps_dagster_storage_in_the_same_database(deployment):
 
 
 def test_the_search_command_runs_as_the_reader(deployment, monkeypatch, capsys):
-    from semindex.cli import main
+    from semindex_app.cli import main
 
     monkeypatch.setenv("DATABASE_URL", deployment["reader_url"])
     try:
@@ -246,7 +248,7 @@ def test_a_database_bootstrapped_by_a_superuser_is_handed_over_to_the_writer(ser
         admin_db = stack.enter_context(contextlib.closing(Database(admin_url)))
         raw_records.ingest_file(admin_db, write_jsonl(tmp_path / "a.jsonl", records[::2]))
         chunks.sync_chunks(admin_db, ChunkingParameters())
-        embeddings.backfill(admin_db, embeddings.register_version(admin_db, VERSION_KEY, "hashing-32", 32))
+        embeddings.backfill(admin_db, lifecycle.register_version(admin_db, VERSION_KEY, "hashing-32", 32))
 
         grant(admin_url, database, writer, reader)
         with psycopg.connect(admin_url, autocommit=True) as admin:
@@ -257,7 +259,7 @@ def test_a_database_bootstrapped_by_a_superuser_is_handed_over_to_the_writer(ser
         writer_db = stack.enter_context(contextlib.closing(Database(role_url(admin_url, writer))))
         raw_records.ingest_file(writer_db, write_jsonl(tmp_path / "b.jsonl", records[1::2]))
         chunks.sync_chunks(writer_db, ChunkingParameters())
-        version = embeddings.get_version(writer_db, VERSION_KEY)
+        version = get_version(writer_db, VERSION_KEY)
         embeddings.backfill(writer_db, version)
         indexes.build_hnsw(writer_db, version, indexes.HnswParameters(m=8, ef_construction=32))
         indexes.build_lexical_index(writer_db)

@@ -15,10 +15,13 @@ from hypothesis import strategies as st
 from semindex import chunks, embeddings, indexes, raw_records, retained_size
 from semindex.chunking import ChunkingParameters
 from semindex.database import open_database
-from semindex.fanout import SearchFanOut
+from semindex.search.fanout import SearchFanOut
 from semindex.partial_indexes import HotSourceBand, sync_partial_indexes
-from semindex.query_cache import QueryVectorCache
+from semindex.search.query_cache import QueryVectorCache
 from semindex.search import PlannerSettings, Scope, Searcher, SearchRequest, semantic_overscan
+from semindex.search.response import LexicalMeta
+from semindex import lifecycle
+from semindex.vectors.version import get_version
 from tests.conftest import _database_url, sample_records, write_jsonl
 from tests.synthetic_vectors import clustered_vectors, load_sources
 from tests.serving import serve
@@ -42,7 +45,7 @@ def module_database(server_url, tmp_path_factory):
 def corpus_db(module_database, tmp_path_factory):
     """The real sample (8 records a stream), chunked, embedded under two versions of different
     dimensions, indexed, projected."""
-    from semindex.sample_corpus import iter_chitchat_messages
+    from semindex.builders.sample_corpus import iter_chitchat_messages
 
     db = module_database
     # One busy source where a very common term matches far more chunks than the lexical window.
@@ -52,7 +55,7 @@ def corpus_db(module_database, tmp_path_factory):
     raw_records.ingest_file(db, path)
     chunks.sync_chunks(db, ChunkingParameters())
     for key, dims in (("hash-64", 64), ("hash-32", 32)):
-        version = embeddings.register_version(db, key, f"hashing-{dims}", dims)
+        version = lifecycle.register_version(db, key, f"hashing-{dims}", dims)
         embeddings.backfill(db, version)
         indexes.build_hnsw(db, version, indexes.HnswParameters())
     indexes.build_lexical_index(db)
@@ -93,12 +96,12 @@ def _cosine_distances(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
 )
 def test_exact_paths_match_numpy_brute_force(corpus_db, version_key, scope):
     db = corpus_db
-    version = embeddings.get_version(db, version_key)
+    version = get_version(db, version_key)
     searcher = Searcher(db)
-    query = searcher.query_vector(version, "football results and transfer news")
-    meta: dict = {}
-    hits = searcher.semantic_hits(version, query, scope, 10, meta)
-    assert all(plan == "exact" for plan in meta["semantic_plans"].values())
+    query = searcher.semantic.query_vector(version, "football results and transfer news")
+    result = searcher.semantic.nearest_hits(version, query, scope, 10)
+    hits = result.hits
+    assert all(plan == "exact" for plan in result.plans.values())
 
     rows, matrix = _stored(db, version, scope)
     distances = _cosine_distances(matrix, query)
@@ -129,7 +132,7 @@ def synthetic_db(server_url):
         conn.execute(f'CREATE DATABASE "{name}"')
     url = _database_url(server_url, name)
     db = open_database(url)
-    version = embeddings.register_version(db, "synthetic-96", "hashing-96", 96)
+    version = lifecycle.register_version(db, "synthetic-96", "hashing-96", 96)
     loaded, centers = load_sources(db, version, SIZES)
     parameters = indexes.HnswParameters(m=16, ef_construction=64)
     indexes.build_hnsw(db, version, parameters)
@@ -162,9 +165,9 @@ def test_ann_paths_return_exactly_k_with_high_recall_at_every_selectivity(synthe
     matrix = np.concatenate([loaded[key][1] for key in in_scope]).astype(np.float64)
     recalls, plans = [], set()
     for query in clustered_vectors(rng, 25, version.dimensions, centers):
-        meta: dict = {}
-        hits = searcher.semantic_hits(version, query, Scope(connector_instance_ids=instances), 10, meta)
-        plans |= set(meta["semantic_plans"].values())
+        result = searcher.semantic.nearest_hits(version, query, Scope(connector_instance_ids=instances), 10)
+        hits = result.hits
+        plans |= set(result.plans.values())
         assert len(hits) == 10
         distances = [hit.distance for hit in hits]
         assert distances == sorted(distances)
@@ -181,10 +184,9 @@ def test_a_selective_filter_on_the_global_graph_never_returns_short(synthetic_db
     # exact, rather than return fewer than k.
     searcher = Searcher(db, planner=PlannerSettings(exact_threshold=10, min_ann_share=0.0, candidate_window=40, max_ef_search=40))
     query = clustered_vectors(np.random.default_rng(3), 1, version.dimensions, centers)[0]
-    meta: dict = {}
-    hits = searcher.semantic_hits(version, query, Scope(connector_instance_ids=("small",)), 100, meta)
-    assert len(hits) == 100
-    assert meta["semantic_plans"]["small/s"] in {"ann", "ann->exact"}
+    result = searcher.semantic.nearest_hits(version, query, Scope(connector_instance_ids=("small",)), 100)
+    assert len(result.hits) == 100
+    assert result.plans["small/s"] in {"ann", "ann->exact"}
 
 
 INSTANCES = ["bbc", "chitchat-main", "chitchat-threads", "nobody", "x'; DROP TABLE semindex.chunks; --"]
@@ -210,7 +212,7 @@ def test_no_hit_ever_falls_outside_its_scope(corpus_db, instances, streams, fiel
         assert not fields or hit.field in fields
         assert not record_keys or hit.record_key in record_keys
     if mode == "semantic":  # and never short: k hits whenever k rows match the scope
-        version = embeddings.get_version(corpus_db, "hash-64")
+        version = get_version(corpus_db, "hash-64")
         matching = len(_stored(corpus_db, version, scope)[0])
         assert len(response.hits) == min(20, matching)
 
@@ -220,13 +222,13 @@ def test_lexical_ranking_is_windowed_for_a_very_common_term_and_exact_for_record
     common = searcher.search(SearchRequest("the", mode="lexical", k=10, lexical_window=100,
                                            scope=Scope(connector_instance_ids=("chat-busy", "bbc"))))
     assert len(common.hits) == 10
-    assert common.meta["lexical"]["windowed"] is True and common.meta["lexical"]["path"] == "windowed"
-    assert common.meta["lexical"]["windowed_sources"] == ["chat-busy/messages"]
+    assert common.meta.lexical.windowed is True and common.meta.lexical.path == "windowed"
+    assert common.meta.lexical.windowed_sources == ["chat-busy/messages"]
     assert all(hit.ranks["lexical"] == rank for rank, hit in enumerate(common.hits, start=1))
     assert all("<b>" in hit.snippet.lower() for hit in common.hits)
 
     exact = searcher.search(SearchRequest("the", mode="lexical", k=10, scope=Scope(record_keys=("sport/001",))))
-    assert exact.meta["lexical"] == {"windowed": False, "windowed_sources": [], "candidate_window": None, "path": "exact"}
+    assert exact.meta.lexical == LexicalMeta(windowed=False, windowed_sources=[], candidate_window=None, path="exact")
     assert {hit.record_key for hit in exact.hits} == {"sport/001"}
 
 
@@ -244,7 +246,7 @@ def test_hybrid_fuses_by_reciprocal_rank_and_deduplicates_records(corpus_db):
 
 
 def test_twenty_concurrent_identical_queries_cause_one_encode(corpus_db, monkeypatch):
-    import semindex.search as search_module
+    import semindex.search.semantic as search_module
 
     calls = []
     real = search_module.load_encoder("hashing-64")
@@ -307,7 +309,7 @@ def test_the_fan_out_bound_holds(corpus_db):
     searcher = Searcher(corpus_db, fanout=fanout)
     response = searcher.search(SearchRequest("news", mode="hybrid", k=20, version_key="hash-64",
                                              scope=Scope(connector_instance_ids=("bbc", "chitchat-main", "chitchat-threads"))))
-    assert len(response.meta["semantic_plans"]) == 7
+    assert len(response.meta.semantic_plans) == 7
     assert 1 <= fanout.peak_in_flight <= 2
 
 
@@ -350,7 +352,7 @@ def test_the_exact_path_never_walks_an_hnsw_graph(synthetic_db):
 
 def test_unscoped_lexical_search_is_one_windowed_query_over_every_source(corpus_db):
     response = Searcher(corpus_db).search(SearchRequest("the", mode="lexical", k=30, lexical_window=100))
-    assert response.meta["lexical"]["windowed_sources"] == ["*"]
+    assert response.meta.lexical.windowed_sources == ["*"]
     assert len(response.hits) == 30
     scores = [hit.scores["lexical"] for hit in response.hits]
     assert scores == sorted(scores, reverse=True)

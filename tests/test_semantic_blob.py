@@ -25,8 +25,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from semindex import semantic_blob
+from semindex import semantic_blob, settings
+from semindex.indexes import HnswParameters
+from semindex.semantic_blob import migration as blob_migration
+from semindex.semantic_blob import table as blob_table
 from semindex.database import Database, VectorExtensionMissing
+from semindex.search import PlannerSettings
 from semindex.semantic_blob import inspect_blob_table, migrate, search_blob
 from semindex.sql_files import statement
 
@@ -230,28 +234,28 @@ def queries_near(fixture: BlobFixture, rng, count: int, dimensions: int = 384, r
 
 # ---- settings ------------------------------------------------------------------------------------
 def test_batch_size_and_maintenance_memory_settings_are_validated(monkeypatch):
-    monkeypatch.delenv(semantic_blob.BATCH_SIZE_ENV, raising=False)
-    monkeypatch.delenv(semantic_blob.MAINTENANCE_WORK_MEM_ENV, raising=False)
-    assert semantic_blob.resolve_batch_size() == 50_000
-    assert semantic_blob.resolve_maintenance_work_mem() == "256MB"
-    monkeypatch.setenv(semantic_blob.BATCH_SIZE_ENV, "1_000")
-    assert semantic_blob.resolve_batch_size() == 1000
-    assert semantic_blob.resolve_batch_size(7) == 7  # the argument wins
+    monkeypatch.delenv("SEMINDEX_MIGRATION_BATCH_SIZE", raising=False)
+    monkeypatch.delenv("SEMINDEX_MIGRATION_MAINTENANCE_WORK_MEM", raising=False)
+    assert settings.migration_batch_size() == 50_000
+    assert settings.migration_maintenance_work_mem() == "256MB"
+    monkeypatch.setenv("SEMINDEX_MIGRATION_BATCH_SIZE", "1_000")
+    assert settings.migration_batch_size() == 1000
+    assert settings.migration_batch_size(7) == 7  # the argument wins
     for bad in ("lots", "0", "-5", "2.5", "1000001"):
-        monkeypatch.setenv(semantic_blob.BATCH_SIZE_ENV, bad)
-        with pytest.raises(ValueError, match=f"{semantic_blob.BATCH_SIZE_ENV}=.*{bad}"):
-            semantic_blob.resolve_batch_size()
+        monkeypatch.setenv("SEMINDEX_MIGRATION_BATCH_SIZE", bad)
+        with pytest.raises(ValueError, match=f"SEMINDEX_MIGRATION_BATCH_SIZE=.*{bad}"):
+            settings.migration_batch_size()
     with pytest.raises(ValueError, match="batch_size=0"):
-        semantic_blob.resolve_batch_size(0)
-    monkeypatch.setenv(semantic_blob.MAINTENANCE_WORK_MEM_ENV, "2GB")
-    assert semantic_blob.resolve_maintenance_work_mem() == "2GB"
-    assert semantic_blob.resolve_maintenance_work_mem("65536") == "65536kB"
+        settings.migration_batch_size(0)
+    monkeypatch.setenv("SEMINDEX_MIGRATION_MAINTENANCE_WORK_MEM", "2GB")
+    assert settings.migration_maintenance_work_mem() == "2GB"
+    assert settings.migration_maintenance_work_mem("65536") == "65536kB"
     for bad in ("256XB", "lots", "512kB", "-1MB", "3TB"):
-        monkeypatch.setenv(semantic_blob.MAINTENANCE_WORK_MEM_ENV, bad)
-        with pytest.raises(ValueError, match=f"{semantic_blob.MAINTENANCE_WORK_MEM_ENV}='{bad}'"):
-            semantic_blob.resolve_maintenance_work_mem()
+        monkeypatch.setenv("SEMINDEX_MIGRATION_MAINTENANCE_WORK_MEM", bad)
+        with pytest.raises(ValueError, match=f"SEMINDEX_MIGRATION_MAINTENANCE_WORK_MEM='{bad}'"):
+            settings.migration_maintenance_work_mem()
     with pytest.raises(ValueError, match="dimensions=4096"):
-        semantic_blob._check_dimensions(4096)
+        blob_table.check_index_dimensions(4096)
     with pytest.raises(ValueError, match="'a.b.c'"):
         semantic_blob.split_table_name("a.b.c")
 
@@ -404,10 +408,10 @@ def test_a_half_backfilled_table_and_an_invalid_index_are_finished_on_the_next_r
         defaults = [conn.execute(f"SHOW {name}").fetchone()[0] for name in ("maintenance_work_mem", "max_parallel_maintenance_workers")]
         for concurrently in (False, True):
             conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier("public", index)))
-            state = semantic_blob._inspect(conn, TABLE, 384, None, None)
+            state = blob_table.inspect(conn, TABLE, 384, None, None)
             build = semantic_blob.MigrationReport(table=TABLE, mode="vector", status="migrated", column="embedding",
                                                   phase_before=state.phase, maintenance_work_mem="96MB")
-            semantic_blob._build_index(conn, state, build, 8, 32, concurrently)
+            blob_migration._build_index(db, state, build, HnswParameters(8, 32, "96MB"), concurrently)
             assert build.index_action == "built"
             assert [conn.execute(f"SHOW {name}").fetchone()[0] for name in ("maintenance_work_mem", "max_parallel_maintenance_workers")] == defaults
     assert inspect_blob_table(db).phase == "migrated"
@@ -553,7 +557,7 @@ def test_sigkill_at_20_random_points_then_the_next_run_matches_an_uninterrupted_
     uninterrupted = migrate(db, table=reference, batch_size=batch_size, **hnsw)
     assert uninterrupted.status == "migrated" and uninterrupted.uncastable_rows == fixture.bad
 
-    env = {**os.environ, semantic_blob.BATCH_SIZE_ENV: str(batch_size)}
+    env = {**os.environ, "SEMINDEX_MIGRATION_BATCH_SIZE": str(batch_size)}
     rng = random.Random(20260121)
     # Random delays, each counted from a point of the run, so the kills spread over every phase:
     # from launch (start-up, probe, early backfill), from the backfill's start, from the swap's
@@ -679,11 +683,11 @@ def test_the_graph_path_returns_k_hits_whenever_k_rows_match(db, database_url):
     migrate(db, batch_size=5000, hnsw_m=8, hnsw_ef_construction=32)
     rng = np.random.default_rng(7)
     # exact_threshold=0 and min_ann_share=0 send every unfiltered query through the HNSW graph.
-    graph = {"exact_threshold": 0, "min_ann_share": 0.0}
+    graph = {"settings": PlannerSettings(exact_threshold=0, min_ann_share=0.0)}
     with db.connection() as conn:
         plan = "\n".join(row[0] for row in conn.execute(
             sql.SQL("EXPLAIN ") + statement("semantic_blob", "search_ann", table=TABLE, column="embedding", dimensions=384),
-            {"instance": "gmail-ann", "scope_keys": [], "k": 10, "query": "[" + ",".join(["0.1"] * 384) + "]"}))
+            {"instance": "gmail-ann", "scope_keys": [], "limit": 10, "query": "[" + ",".join(["0.1"] * 384) + "]"}))
         assert "semantic_search_blob_embedding_384_hnsw" in plan
     recalls = []
     # Queries from the data's own distribution (an HNSW graph is built for those; a random direction
@@ -760,14 +764,15 @@ def test_jsonb_mode_for_a_role_that_may_not_create_the_vector_extension(server_u
         assert len(warnings) == 1 and "permission denied" in warnings[0], warnings
         with db.connection() as conn:
             assert conn.execute("SELECT count(*) FROM semindex.raw_records").fetchone()[0] == 0
-        # ensure_vector_table (the pgvector table) needs pgvector and says so plainly; the pipeline uses
-        # ensure_version_table, which makes a jsonb table in this mode (tests/test_jsonb_mode.py).
-        from semindex.embeddings import ensure_vector_table, register_version
+        # A pgvector table needs pgvector and says so plainly; the pipeline uses the database's own
+        # storage, which makes a jsonb table in this mode (tests/test_jsonb_mode.py).
+        from semindex.lifecycle import register_version
+        from semindex.vectors.storage import PGVECTOR
 
         version = register_version(db, "tiny", "hashing-64", 64)
         with pytest.raises(VectorExtensionMissing, match=r"pgvector extension is not installed.*permission denied.*"
                            r"required for this statement \(PostgreSQL said: type \"vector\" does not exist.*CREATE EXTENSION vector"):
-            ensure_vector_table(db, version)
+            PGVECTOR.create_table(db, version)
         with pytest.raises(VectorExtensionMissing, match="pgvector is required for HNSW indexes"):
             db.require_vector("HNSW indexes")
 
@@ -821,10 +826,10 @@ def test_jsonb_mode_for_a_role_that_may_not_create_the_vector_extension(server_u
             admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
-def test_the_vector_column_stage_and_db_migrate_adopt_the_table(db, database_url, tmp_path, monkeypatch, capsys):
+def test_the_semantic_blob_stage_and_db_migrate_adopt_the_table(db, database_url, tmp_path, monkeypatch, capsys):
     import dagster as dg
 
-    from semindex.cli import main as semindex_main
+    from semindex_app.cli import main as semindex_main
     from tests.conftest import sample_records, write_jsonl
     from tests.dagster_helpers import materialize_graph, metadata, raw_records_config, register_tiny_version
 
@@ -835,9 +840,10 @@ def test_the_vector_column_stage_and_db_migrate_adopt_the_table(db, database_url
     corpus = write_jsonl(tmp_path / "c.jsonl", sample_records(per_stream=1))
     with dg.instance_for_test() as instance:
         result = materialize_graph(instance, database_url, version.version_key, raw_records_config(corpus))
-    stage = metadata(result, "vector_column")
-    assert stage["storage_mode"] == "vector"
-    assert stage["blob_migration"]["status"] == "migrated" and stage["blob_migration"]["rows"] == len(fixture.vectors)
+    assert metadata(result, "vector_column")["storage_mode"] == "vector"
+    stage = metadata(result, "semantic_blob")  # its own unpartitioned stage, run beside the version's
+    assert stage["storage_mode"] == "vector" and stage["status"] == "migrated"
+    assert stage["dagster/row_count"] == stage["rows"] == len(fixture.vectors)
     with psycopg.connect(database_url) as conn:
         assert quarantined(conn, TABLE) == fixture.bad
 

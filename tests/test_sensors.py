@@ -3,9 +3,10 @@ database and a real (test) Dagster instance."""
 
 import dagster as dg
 
-from resources import PostgresResource
+from semindex_app.resources import PostgresResource
 from semindex import embeddings
-from sensors import MAX_BACKFILL_ATTEMPTS, backoff_seconds, inbox_sensor, next_backfill_attempt, version_backfill_sensor
+from semindex import lifecycle
+from semindex_app.sensors import MAX_BACKFILL_ATTEMPTS, backoff_seconds, inbox_sensor, next_backfill_attempt, version_backfill_sensor
 from tests.conftest import sample_records, write_jsonl
 from tests.serving import serve
 
@@ -25,7 +26,7 @@ def test_inbox_sensor_requests_one_run_per_new_inbox_state(db, database_url, sem
         no_version = inbox_sensor(dg.build_sensor_context(instance=instance, resources=resources))
         assert isinstance(no_version, dg.SkipReason) and "no active embedding version" in no_version.skip_message
 
-        version = embeddings.register_version(db, "tiny", "hashing-16", 16)
+        version = lifecycle.register_version(db, "tiny", "hashing-16", 16)
         embeddings.backfill(db, version)
         serve(db, "tiny")
 
@@ -52,7 +53,7 @@ def test_inbox_sensor_requests_one_run_per_new_inbox_state(db, database_url, sem
 
 
 def _index_pipeline_run(instance, tags: dict, status=dg.DagsterRunStatus.STARTED):
-    import definitions
+    from semindex_app import definitions
 
     return instance.create_run_for_job(definitions.defs.resolve_job_def("index_pipeline"), tags=tags, status=status)
 
@@ -63,7 +64,7 @@ def test_a_new_version_gets_its_partition_and_one_backfill_run(db, database_url)
         empty = version_backfill_sensor(dg.build_sensor_context(instance=instance, resources=resources))
         assert not empty.run_requests and "no embedding versions registered" in empty.skip_reason.skip_message
 
-        version = embeddings.register_version(db, "fresh", "hashing-16", 16)
+        version = lifecycle.register_version(db, "fresh", "hashing-16", 16)
         result = version_backfill_sensor(dg.build_sensor_context(instance=instance, resources=resources))
         (request,) = result.run_requests
         assert request.run_key == f"backfill:fresh:{version.version_id}:attempt-1"
@@ -94,7 +95,7 @@ def test_a_new_version_gets_its_partition_and_one_backfill_run(db, database_url)
 def test_failed_backfills_are_retried_with_backoff_and_bounded_attempts(db, database_url):
     resources = {"postgres": PostgresResource(database_url=database_url)}
     with dg.instance_for_test() as instance:
-        version = embeddings.register_version(db, "flaky", "hashing-16", 16)
+        version = lifecycle.register_version(db, "flaky", "hashing-16", 16)
         instance.add_dynamic_partitions("embedding_versions", ["flaky"])
         tag = {"semindex/backfill": f"flaky:{version.version_id}"}
         instance.report_run_failed(_index_pipeline_run(instance, {**tag, "semindex/attempt": "1"}))
@@ -129,10 +130,10 @@ def test_backoff_doubles_per_attempt_up_to_a_cap():
 def test_schedules_request_one_run_per_ready_version(db, database_url):
     from datetime import datetime, timezone
 
-    from schedules import nightly_refresh, weekly_index_maintenance
+    from semindex_app.schedules import nightly_refresh, weekly_index_maintenance
 
     resources = {"postgres": PostgresResource(database_url=database_url)}
-    write = embeddings.register_version
+    write = lifecycle.register_version
     ready = [write(db, key, "hashing-16", 16) for key in ("serving", "candidate")]
     write(db, "registered-only", "hashing-16", 16)
     with db.connection() as conn:

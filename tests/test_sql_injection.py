@@ -28,6 +28,7 @@ from semindex.database import open_database
 from semindex.partial_indexes import HotSourceBand, managed_partial_indexes, partial_index_name, sync_partial_indexes
 from semindex.search import PlannerSettings, Scope, Searcher, SearchRequest, search, semantic_overscan
 from semindex.sql_files import statement
+from semindex import lifecycle
 from tests.conftest import _database_url, write_jsonl
 from tests.dagster_helpers import check_verdicts, materialize_graph, raw_records_config, register_tiny_version
 
@@ -209,7 +210,7 @@ def injected(server_url, tmp_path_factory):
     snapshots["ingest"] = snapshot(db)
     chunks.sync_chunks(db, ChunkingParameters())
     snapshots["chunks"] = snapshot(db)
-    version = embeddings.register_version(db, VERSION_KEY, "hashing-32", 32)
+    version = lifecycle.register_version(db, VERSION_KEY, "hashing-32", 32)
     embeddings.backfill(db, version)
     snapshots["backfill"] = snapshot(db)
     indexes.build_hnsw(db, version, HNSW)
@@ -366,14 +367,14 @@ def test_searching_the_payload_named_hot_source_uses_its_partial_index_and_stays
     before = snapshot(db)
     scope = Scope(connector_instance_ids=(instance,), streams=(stream,))
     response = searcher.search(SearchRequest("football guitar copper", mode="semantic", k=20, scope=scope, version_key=VERSION_KEY))
-    assert response.meta["semantic_plans"] == {f"{instance}/{stream}": "partial"}
+    assert response.meta.semantic_plans == {f"{instance}/{stream}": "partial"}
     assert len(response.hits) == 20
     assert {(hit.connector_instance_id, hit.stream) for hit in response.hits} == {BIG_SOURCE}
 
     # The plan the searcher's query gets, with the searcher's settings, walks the payload's index.
     with db.connection() as conn:
         conn.execute(statement("search", "ann_settings"), ("200", "20000"))
-        query = searcher.query_vector(version, "football guitar copper")
+        query = searcher.semantic.query_vector(version, "football guitar copper")
         plan = "\n".join(row[0] for row in conn.execute(
             sql.SQL("EXPLAIN ") + statement("search", "semantic_ann", vectors=version.vectors_table, operator=sql.SQL("<=>")),
             {"query": query, "instance": instance, "stream": stream, "fields": [], "record_keys": [], "limit": semantic_overscan(20)},
@@ -442,12 +443,12 @@ def test_version_keys_outside_the_pattern_are_refused_naming_the_key_and_change_
     for payload in PAYLOADS + ["v1\n", "-leading-dash", "ok but spaced", "ok;", "ｏk"]:
         before = snapshot(db)
         if VERSION_KEY_PATTERN.fullmatch(payload):
-            version = embeddings.register_version(db, payload, "hashing-32", 32)
+            version = lifecycle.register_version(db, payload, "hashing-32", 32)
             assert version.version_key == payload
             accepted.append(version)
             continue
         with pytest.raises((ValueError, psycopg.errors.CheckViolation)) as refused:
-            embeddings.register_version(db, payload, "hashing-32", 32)
+            lifecycle.register_version(db, payload, "hashing-32", 32)
         # register_version names the key with repr(); PostgreSQL's CHECK detail line would clip it at 64 bytes.
         assert isinstance(refused.value, ValueError) and repr(payload) in str(refused.value), (payload, str(refused.value))
         assert before.changes(snapshot(db)) == NO_CHANGE, payload

@@ -14,14 +14,16 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-import definitions
-from assets.retrieval_evaluation import retrieval_evaluation
-from assets.serving_version import serving_version
-from resources import PostgresResource
-from semindex import embeddings, versions
-from semindex.cli import main as semindex_main
+from semindex_app import definitions
+from semindex_app.assets.retrieval_evaluation import retrieval_evaluation
+from semindex_app.assets.serving_version import serving_version
+from semindex_app.resources import EncoderResource, PostgresResource
+from semindex import embeddings, lifecycle
+from semindex.vectors.version import EmbeddingVersion, get_version
+from semindex_app.cli import main as semindex_main
 from semindex.judged_sets import judged_document_paths
-from semindex.sample_corpus import SAMPLE_CORPUS_PATH
+from semindex.data import DEFAULT_VERSIONS_FILE, SAMPLE_CORPUS_PATH
+from semindex.errors import Conflict
 from semindex.search import SearchRequest, search
 from tests.conftest import write_jsonl
 from tests.dagster_helpers import check_verdicts, materialize_graph, metadata, raw_records_config
@@ -69,8 +71,8 @@ def versions_file(tmp_path, monkeypatch):
     return path
 
 
-def register(db, path: Path, key: str) -> embeddings.EmbeddingVersion:
-    return versions.register_declared(db, versions.load_declarations(path)[key])
+def register(db, path: Path, key: str) -> EmbeddingVersion:
+    return lifecycle.register_declared(db, lifecycle.load_declarations(path)[key])
 
 
 def run_steps(instance, database_url: str, key: str, assets: list) -> dg.ExecuteInProcessResult:
@@ -81,14 +83,14 @@ def run_steps(instance, database_url: str, key: str, assets: list) -> dg.Execute
         [*definitions.all_assets, *definitions.all_checks],
         instance=instance,
         partition_key=key,
-        resources={"postgres": PostgresResource(database_url=database_url)},
+        resources={"postgres": PostgresResource(database_url=database_url), "encoders": EncoderResource()},
         selection=dg.AssetSelection.assets(*assets) | dg.AssetSelection.checks_for_assets(*assets),
         raise_on_error=False,
     )
 
 
 def served_version(db) -> str:
-    return search(db, SearchRequest("election results", mode="semantic", k=3)).meta["version"]
+    return search(db, SearchRequest("election results", mode="semantic", k=3)).meta.version
 
 
 @pytest.mark.real_model
@@ -128,7 +130,7 @@ def test_the_whole_lifecycle_from_registration_to_retirement(db, database_url, j
         verdicts = check_verdicts(second)
         assert verdicts["judged_relevance"] is False and verdicts["shadow_regression"] is True
         assert not [e for e in second.get_asset_materialization_events() if e.asset_key == serving_version.key]
-        failed = versions.latest_evaluation(db, v2)
+        failed = lifecycle.latest_evaluation(db, v2)
         assert not failed.passed and any("bbc-headline-body: ndcg_at_10" in f and "< 0.99" in f for f in failed.failures)
         assert failed.shadow["active"] == "tiny-v1" and 0 <= failed.shadow["overlap@10"] <= 1
         assert served_version(db) == "tiny-v1"
@@ -137,15 +139,15 @@ def test_the_whole_lifecycle_from_registration_to_retirement(db, database_url, j
         alone = run_steps(instance, database_url, "minilm-v2", [serving_version])
         assert not alone.success
         assert "failed evaluation" in str(alone.get_step_failure_events()[0].event_specific_data.error)
-        with pytest.raises(versions.PromotionRefused, match="failed evaluation"):
-            versions.promote(db, "minilm-v2")
+        with pytest.raises(lifecycle.PromotionRefused, match="failed evaluation"):
+            lifecycle.promote(db, "minilm-v2")
         assert served_version(db) == "tiny-v1"
 
         # New thresholds make the old verdict stale; a fresh evaluation passes and promotes.
         versions_file.write_text(tiny_declaration("tiny-v1", 64) + minilm_declaration("minilm-v2", 0.5))
         register(db, versions_file, "minilm-v2")
-        with pytest.raises(versions.PromotionRefused, match="other thresholds"):
-            versions.promote(db, "minilm-v2")
+        with pytest.raises(lifecycle.PromotionRefused, match="other thresholds"):
+            lifecycle.promote(db, "minilm-v2")
         third = run_steps(instance, database_url, "minilm-v2", [retrieval_evaluation, serving_version])
         assert third.success and all(check_verdicts(third).values()), check_verdicts(third)
         scores = metadata(third, "retrieval_evaluation")["judged"]
@@ -154,22 +156,22 @@ def test_the_whole_lifecycle_from_registration_to_retirement(db, database_url, j
         assert shadow["sets"]["bbc-headline-body"]["ndcg_delta"] > 0  # the real model beats feature hashing
     assert served_version(db) == "minilm-v2"
     # An explicit version serves shadow queries against the one that is not serving.
-    assert search(db, SearchRequest("election results", mode="semantic", k=3, version_key="tiny-v1")).meta["version"] == "tiny-v1"
+    assert search(db, SearchRequest("election results", mode="semantic", k=3, version_key="tiny-v1")).meta.version == "tiny-v1"
 
-    with pytest.raises(versions.RetireRefused, match="rollback target"):
-        versions.retire(db, "tiny-v1")
-    flip = versions.rollback(db)
+    with pytest.raises(lifecycle.RetireRefused, match="rollback target"):
+        lifecycle.retire(db, "tiny-v1")
+    flip = lifecycle.rollback(db)
     assert (flip.version_key, flip.previous_version_key) == ("tiny-v1", "minilm-v2")
     assert served_version(db) == "tiny-v1"
-    with pytest.raises(versions.RetireRefused, match="serving"):
-        versions.retire(db, "tiny-v1")
+    with pytest.raises(lifecycle.RetireRefused, match="serving"):
+        lifecycle.retire(db, "tiny-v1")
 
-    retired = versions.retire(db, "minilm-v2")
+    retired = lifecycle.retire(db, "minilm-v2")
     assert retired.changed and not embeddings.has_vector_table(db, v2)
-    assert versions.retire(db, "minilm-v2").changed is False
-    with pytest.raises(ValueError, match="retired"):
-        embeddings.backfill(db, embeddings.get_version(db, "minilm-v2"))
-    states = {row.version_key: (row.state, row.role) for row in versions.list_versions(db)}
+    assert lifecycle.retire(db, "minilm-v2").changed is False
+    with pytest.raises(Conflict, match="retired"):
+        embeddings.backfill(db, get_version(db, "minilm-v2"))
+    states = {row.version_key: (row.state, row.role) for row in lifecycle.list_versions(db)}
     assert states == {"tiny-v1": ("ready", "serving"), "minilm-v2": ("retired", "")}
     with db.connection() as conn:
         actions = [row[0] for row in conn.execute("SELECT action FROM semindex.version_events ORDER BY event_id")]
@@ -185,7 +187,7 @@ def test_a_candidate_worse_than_the_serving_version_fails_the_shadow_gate(db, da
         result = run_steps(instance, database_url, "narrow", definitions.all_assets[2:])
     verdicts = check_verdicts(result)
     assert verdicts["shadow_regression"] is False
-    evaluation = versions.latest_evaluation(db, embeddings.get_version(db, "narrow"))
+    evaluation = lifecycle.latest_evaluation(db, get_version(db, "narrow"))
     regressed = [f for f in evaluation.failures if f.startswith("shadow:")]
     assert regressed and "regresses more than 0.02 from the serving version 'wide'" in regressed[0]
     assert evaluation.shadow["sets"]["bbc-headline-body"]["ndcg_delta"] < -0.02
@@ -203,11 +205,11 @@ def test_a_version_without_its_judged_documents_fails_its_gate(db, database_url,
         instance.add_dynamic_partitions("embedding_versions", ["tiny"])
         result = dg.materialize(
             [*definitions.all_assets, *definitions.all_checks], instance=instance, partition_key="tiny",
-            resources={"postgres": PostgresResource(database_url=database_url)},
+            resources={"postgres": PostgresResource(database_url=database_url), "encoders": EncoderResource()},
             run_config=raw_records_config(corpus), raise_on_error=False,
         )
     assert check_verdicts(result)["judged_relevance"] is False
-    failures = versions.latest_evaluation(db, embeddings.get_version(db, "tiny")).failures
+    failures = lifecycle.latest_evaluation(db, get_version(db, "tiny")).failures
     assert any("relevant records have vectors" in f for f in failures)
     with pytest.raises(LookupError, match="no embedding version is active"):
         served_version(db)
@@ -222,14 +224,14 @@ def test_promotions_racing_each_other_leave_exactly_one_serving_version(db, tmp_
     chunks.sync_chunks(db, ChunkingParameters())
     keys = [f"race-{n}" for n in range(4)]
     for key in keys:
-        version = embeddings.register_version(db, key, "hashing-16", 16)
+        version = lifecycle.register_version(db, key, "hashing-16", 16)
         embeddings.backfill(db, version)
-        versions.record_evaluation(db, version, judged={}, shadow={}, failures=[])
+        lifecycle.record_evaluation(db, version, judged={}, shadow={}, failures=[])
     errors = []
 
     def promote(key):
         try:
-            versions.promote(db, key)
+            lifecycle.promote(db, key)
         except Exception as error:  # noqa: BLE001 - collected and asserted below
             errors.append(error)
 
@@ -239,7 +241,7 @@ def test_promotions_racing_each_other_leave_exactly_one_serving_version(db, tmp_
     for thread in threads:
         thread.join()
     assert errors == []
-    listing = versions.list_versions(db)
+    listing = lifecycle.list_versions(db)
     assert sum(row.active for row in listing) == 1 and sum(row.rollback_target for row in listing) == 1
     with db.connection() as conn:
         assert conn.execute("SELECT count(*) FROM semindex.version_events WHERE action = 'promote'").fetchone()[0] == 4
@@ -260,9 +262,9 @@ def test_the_versions_file_is_validated_with_errors_naming_the_bad_value(tmp_pat
         path = tmp_path / "v.toml"
         path.write_text(text)
         with pytest.raises(ValueError) as caught:
-            versions.load_declarations(path)
+            lifecycle.load_declarations(path)
         assert message in str(caught.value) and str(path) in str(caught.value), (text, str(caught.value))
-    shipped = versions.load_declarations(Path(__file__).resolve().parent.parent / "embedding_versions.toml")
+    shipped = lifecycle.load_declarations(DEFAULT_VERSIONS_FILE)
     assert {d.encoder.kind for d in shipped.values()} == {"sentence-transformers", "onnx"}
     assert {d.dimensions for d in shipped.values()} == {384, 768}
 
@@ -292,14 +294,14 @@ def test_the_versions_cli_lists_promotes_rolls_back_and_retires(db, database_url
     raw_records.ingest_file(db, write_jsonl(tmp_path / "c.jsonl", sample_records(per_stream=2)))
     chunks.sync_chunks(db, ChunkingParameters())
     for key in ("one", "two"):
-        embeddings.backfill(db, embeddings.get_version(db, key))
+        embeddings.backfill(db, get_version(db, key))
     assert semindex_main(["versions", "promote", "one"]) == 2
     assert "has no stored evaluation" in capsys.readouterr().err
     serve(db, "one")
-    versions.record_evaluation(db, embeddings.get_version(db, "two"), judged={}, shadow={}, failures=["bbc: ndcg_at_10 0.1 < 0.5"])
+    lifecycle.record_evaluation(db, get_version(db, "two"), judged={}, shadow={}, failures=["bbc: ndcg_at_10 0.1 < 0.5"])
     assert semindex_main(["versions", "promote", "two"]) == 2
     assert "failed evaluation" in capsys.readouterr().err and served_version(db) == "one"
-    versions.record_evaluation(db, embeddings.get_version(db, "two"), judged={}, shadow={}, failures=[])
+    lifecycle.record_evaluation(db, get_version(db, "two"), judged={}, shadow={}, failures=[])
     assert semindex_main(["versions", "promote", "two"]) == 0
     assert "two serves now (was one)" in capsys.readouterr().out
     assert semindex_main(["versions", "list"]) == 0
@@ -324,15 +326,15 @@ def test_a_score_cutoff_belongs_to_its_version(db, tmp_path):
 
     raw_records.ingest_file(db, write_jsonl(tmp_path / "c.jsonl", sample_records(per_stream=10)))
     chunks.sync_chunks(db, ChunkingParameters())
-    lenient = embeddings.register_version(db, "lenient", "hashing-64", 64)
+    lenient = lifecycle.register_version(db, "lenient", "hashing-64", 64)
     embeddings.backfill(db, lenient)
     query = "the football match was won by the home team"
     everything = search(db, SearchRequest(query, mode="semantic", k=50, version_key="lenient")).hits
     floor = round(everything[9].scores["semantic"], 6)
-    strict = embeddings.register_version(db, "strict", "hashing-64", 64, thresholds={"min_similarity": floor})
+    strict = lifecycle.register_version(db, "strict", "hashing-64", 64, thresholds={"min_similarity": floor})
     embeddings.backfill(db, strict)
     cut = search(db, SearchRequest(query, mode="semantic", k=50, version_key="strict"))
     expected = [(h.record_key, h.field, h.chunk_no) for h in everything if h.scores["semantic"] >= floor]
     assert 0 < len(expected) < len(everything) == 50
     assert [(h.record_key, h.field, h.chunk_no) for h in cut.hits] == expected
-    assert cut.meta["below_min_similarity"] > 0
+    assert cut.meta.below_min_similarity > 0
