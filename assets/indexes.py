@@ -34,7 +34,8 @@ def hnsw_index(context: dg.AssetExecutionContext, config: HnswConfig, postgres: 
     deps=[chunks],
     kinds={"postgres"},
     group_name="index_pipeline",
-    description="GIN over (connector_instance_id, stream, tsvector) through btree_gin, for scoped lexical search.",
+    description="GIN over the lexical documents (one per record field) by (connector_instance_id, stream, tsvector) "
+    "through btree_gin, for scoped BM25 search; documents a database chunked before they existed get theirs first.",
 )
 def lexical_index(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:
-    return materialization(stage.lexical_stage(postgres.database(), log_line=context.log.info))
+    return materialization(stage.lexical_stage(postgres.database(), log_line=context.log.info, progress_emit=context.log.info))

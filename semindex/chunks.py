@@ -79,6 +79,7 @@ def sync_chunks(
             added = conn.execute(statement("chunks", "insert_new")).rowcount
             staged = conn.execute(statement("chunks", "staged_count")).fetchone()[0]
             conn.execute(statement("chunks", "mark_records_chunked"), (unchanged,))
+            rewrite_lexical_documents(conn, unchanged)
         # A record edited since it was read stays pending and is cut again on the next run.
         report.records += len(unchanged)
         report.chunks_removed += removed
@@ -87,6 +88,40 @@ def sync_chunks(
         progress.advance(len(rows))
     progress.finish()
     return report
+
+
+def rewrite_lexical_documents(conn, record_ids: list[int]) -> None:
+    """The records' lexical documents (one per field, what lexical search ranks) and the term
+    statistics, moved together in the caller's transaction, under the chunk writer lock."""
+    if record_ids:
+        conn.execute(statement("chunks", "remove_lexical_documents"), {"records": record_ids})
+        conn.execute(statement("chunks", "add_lexical_documents"), {"records": record_ids})
+
+
+def backfill_lexical_documents(db: Database, *, batch_size: int = 2000,
+                               progress_emit: Callable[[str], None] | None = None) -> int:
+    """Lexical documents for records chunked before they existed (a database from an earlier
+    semindex), in record-id batches with a committed watermark: resumable, and done only once."""
+    done_records = 0
+    progress = None
+    while True:
+        with db.connection() as conn:
+            conn.execute(statement("chunks", "writer_lock"))
+            watermark, done = conn.execute(statement("chunks", "lexical_backfill_state")).fetchone()
+            if done:
+                break
+            if progress is None:
+                pending = conn.execute(statement("chunks", "pending_lexical_backfill"), (watermark,)).fetchone()[0]
+                progress = ProgressReporter("lexical documents", pending, progress_emit, unit="records")
+            records = [row[0] for row in conn.execute(statement("chunks", "lexical_backfill_batch"), (watermark, batch_size))]
+            rewrite_lexical_documents(conn, records)
+            conn.execute(statement("chunks", "lexical_backfill_advance"),
+                         {"watermark": records[-1] if records else watermark, "done": len(records) < batch_size})
+        done_records += len(records)
+        progress.advance(len(records))
+    if progress is not None:
+        progress.finish()
+    return done_records
 
 
 def live_chunk_count(db: Database) -> int:

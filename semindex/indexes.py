@@ -21,7 +21,7 @@ from typing import Callable
 from psycopg import sql
 
 from semindex import settings
-from semindex.chunks import live_chunk_count
+from semindex.chunks import backfill_lexical_documents
 from semindex.database import Database
 from semindex.embeddings import vector_count
 from semindex.errors import InvalidInput
@@ -32,7 +32,9 @@ from semindex.vectors.version import EmbeddingVersion, active_version, get_versi
 
 log = logging.getLogger(__name__)
 
-LEXICAL_INDEX_NAME = "chunks_scope_document_gin"
+LEXICAL_INDEX_NAME = "lexical_documents_scope_gin"
+# The GIN over chunks that lexical search used before it ranked whole fields: dropped once.
+RETIRED_LEXICAL_INDEX_NAME = "chunks_scope_document_gin"
 JSONB_SKIPPED = "skipped (jsonb mode: brute-force search)"
 # The ANN indexes semindex manages: a version's HNSW and its hot-source partial HNSW indexes.
 _ANN_INDEX_NAME = re.compile(r"chunk_vectors_v\d+_(hnsw|hot_[0-9a-f]{16})")
@@ -110,11 +112,18 @@ def ensure_index(
                 log.warning("index %s is invalid (an interrupted build); dropping and rebuilding it", qualified)
                 conn.execute(statement("indexes", "drop", index=qualified, concurrently=concurrently_keyword(concurrently)))
                 action = "rebuilt"
-            conn.execute(statement("indexes", "raise_build_memory"), (maintenance_work_mem,))
-            try:
-                conn.execute(create(concurrently))
-            finally:
-                conn.execute(statement("indexes", "reset_build_memory"))
+            if concurrently:
+                conn.execute(statement("indexes", "raise_build_memory"), (maintenance_work_mem,))
+                try:
+                    conn.execute(create(True))
+                finally:
+                    conn.execute(statement("indexes", "reset_build_memory"))
+            else:
+                # In a transaction: a build whose client dies is rolled back, never committed by a
+                # backend that finished it after the client was gone.
+                with conn.transaction():
+                    conn.execute(statement("indexes", "raise_build_memory_local"), (maintenance_work_mem,))
+                    conn.execute(create(False))
             return IndexBuild(index_name, action, time.monotonic() - started, concurrently)
         finally:
             conn.execute(statement("indexes", "unlock"), (qualified,))
@@ -174,13 +183,13 @@ def index_definition(db: Database, index_name: str) -> str | None:
         return conn.execute(statement("indexes", "definition"), (f"semindex.{index_name}",)).fetchone()[0]
 
 
-def _build_report(build: IndexBuild, rows: int) -> StageReport:
+def _build_report(build: IndexBuild, rows: int, **details) -> StageReport:
     return StageReport(
         row_count=rows,
         added=1 if build.added else 0,
         seconds=build.seconds,
         work_rows=rows if build.added else 0,
-        details={"index": build.index_name, "action": build.action, "concurrently": build.concurrently},
+        details={"index": build.index_name, "action": build.action, "concurrently": build.concurrently, **details},
     )
 
 
@@ -191,7 +200,15 @@ def hnsw_stage(db: Database, version_key: str, parameters: HnswParameters, *, lo
     return _build_report(build, vector_count(db, version))
 
 
-def lexical_stage(db: Database, *, log_line=None) -> StageReport:
+def lexical_stage(db: Database, *, log_line=None, progress_emit=None) -> StageReport:
+    backfilled = backfill_lexical_documents(db, progress_emit=progress_emit)
+    if index_validity(db, [RETIRED_LEXICAL_INDEX_NAME])[RETIRED_LEXICAL_INDEX_NAME] is not None:
+        drop_index(db, RETIRED_LEXICAL_INDEX_NAME)
     build = build_lexical_index(db)
     (log_line or log.info)(f"{build.index_name}: {build.action} in {build.seconds:.1f}s")
-    return _build_report(build, live_chunk_count(db))
+    return _build_report(build, lexical_document_count(db), records_backfilled=backfilled)
+
+
+def lexical_document_count(db: Database) -> int:
+    with db.connection() as conn:
+        return conn.execute(statement("indexes", "lexical_document_count")).fetchone()[0]

@@ -74,3 +74,80 @@ ON CONFLICT (connector_instance_id, stream) DO UPDATE SET dirty = true;
 
 -- name: count
 SELECT count(*) FROM semindex.chunks;
+
+-- name: remove_lexical_documents
+-- The records' lexical documents go, and the per-source term statistics drop by exactly what they
+-- held (add_lexical_documents then writes the current ones): a batch costs what it changed.
+WITH removed AS (
+    DELETE FROM semindex.lexical_documents WHERE record_id = ANY(%(records)s)
+    RETURNING connector_instance_id, stream, document, token_count
+), terms AS (
+    INSERT INTO semindex.lexical_terms AS t (connector_instance_id, stream, lexeme, documents)
+    SELECT d.connector_instance_id, d.stream, u.lexeme, -count(*)
+    FROM removed AS d, unnest(d.document) AS u
+    GROUP BY d.connector_instance_id, d.stream, u.lexeme
+    ORDER BY 1, 2, 3
+    ON CONFLICT (connector_instance_id, stream, lexeme) DO UPDATE SET documents = t.documents + excluded.documents
+    RETURNING 1
+), sources AS (
+    INSERT INTO semindex.lexical_sources AS s (connector_instance_id, stream, documents, tokens)
+    SELECT connector_instance_id, stream, -count(*), -sum(token_count) FROM removed
+    GROUP BY connector_instance_id, stream
+    ORDER BY 1, 2
+    ON CONFLICT (connector_instance_id, stream)
+    DO UPDATE SET documents = s.documents + excluded.documents, tokens = s.tokens + excluded.tokens
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM removed) AS documents, (SELECT count(*) FROM terms) AS terms;
+
+-- name: add_lexical_documents
+-- The records' current fields as lexical documents (none for a deleted record), and the statistics
+-- up by what they hold. Fields are NFC-normalised as chunking does; whitespace needs no folding, the
+-- text-search parser skips it.
+WITH parsed AS (
+    SELECT r.record_id, f.key AS field, r.connector_instance_id, r.stream, r.record_key,
+           to_tsvector('simple', left(normalize(f.value, NFC), 262144)) AS document
+    FROM semindex.raw_records AS r
+    CROSS JOIN LATERAL jsonb_each_text(r.fields) AS f
+    WHERE r.record_id = ANY(%(records)s) AND NOT r.deleted
+), added AS (
+    INSERT INTO semindex.lexical_documents (record_id, field, connector_instance_id, stream, record_key, document, token_count)
+    SELECT p.record_id, p.field, p.connector_instance_id, p.stream, p.record_key, p.document,
+           (SELECT coalesce(sum(cardinality(u.positions)), 0) FROM unnest(p.document) AS u)
+    FROM parsed AS p
+    WHERE length(p.document) > 0
+    RETURNING connector_instance_id, stream, document, token_count
+), terms AS (
+    INSERT INTO semindex.lexical_terms AS t (connector_instance_id, stream, lexeme, documents)
+    SELECT a.connector_instance_id, a.stream, u.lexeme, count(*)
+    FROM added AS a, unnest(a.document) AS u
+    GROUP BY a.connector_instance_id, a.stream, u.lexeme
+    ORDER BY 1, 2, 3
+    ON CONFLICT (connector_instance_id, stream, lexeme) DO UPDATE SET documents = t.documents + excluded.documents
+    RETURNING 1
+), sources AS (
+    INSERT INTO semindex.lexical_sources AS s (connector_instance_id, stream, documents, tokens)
+    SELECT connector_instance_id, stream, count(*), sum(token_count) FROM added
+    GROUP BY connector_instance_id, stream
+    ORDER BY 1, 2
+    ON CONFLICT (connector_instance_id, stream)
+    DO UPDATE SET documents = s.documents + excluded.documents, tokens = s.tokens + excluded.tokens
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM added) AS documents, (SELECT count(*) FROM terms) AS terms;
+
+-- name: lexical_backfill_state
+SELECT watermark, done FROM semindex.lexical_backfill FOR UPDATE;
+
+-- name: pending_lexical_backfill
+SELECT count(*) FROM semindex.raw_records WHERE record_id > %s AND chunked_sha256 IS NOT NULL;
+
+-- name: lexical_backfill_batch
+-- Records chunked before lexical documents existed, in id order after the watermark.
+SELECT record_id FROM semindex.raw_records
+WHERE record_id > %s AND chunked_sha256 IS NOT NULL
+ORDER BY record_id
+LIMIT %s;
+
+-- name: lexical_backfill_advance
+UPDATE semindex.lexical_backfill SET watermark = %(watermark)s, done = %(done)s;

@@ -26,8 +26,13 @@ DROP INDEX {concurrently} IF EXISTS {index};
 
 -- name: raise_build_memory
 -- Parallel builds need /dev/shm at least as large as maintenance_work_mem and die in small
--- containers, so builds run serially.
+-- containers, so builds run serially. For a CONCURRENTLY build (no transaction block): the session's
+-- settings, reset after.
 SELECT set_config('maintenance_work_mem', %s, false), set_config('max_parallel_maintenance_workers', '0', false);
+
+-- name: raise_build_memory_local
+-- The same for a build inside a transaction: both revert at commit or rollback.
+SELECT set_config('maintenance_work_mem', %s, true), set_config('max_parallel_maintenance_workers', '0', true);
 
 -- name: reset_build_memory
 RESET maintenance_work_mem;
@@ -44,9 +49,12 @@ WHERE connector_instance_id = {connector_instance_id} AND stream = {stream};
 
 -- name: create_lexical_gin
 -- Every lexical query filters by connector instance and stream: one scope-shaped GIN (btree_gin)
--- answers the scope and the text match together.
-CREATE INDEX {concurrently} IF NOT EXISTS {index} ON semindex.chunks
+-- over the lexical documents answers the scope and the text match together.
+CREATE INDEX {concurrently} IF NOT EXISTS {index} ON semindex.lexical_documents
 USING gin (connector_instance_id, stream, document);
 
 -- name: definition
 SELECT pg_get_indexdef(to_regclass(%s));
+
+-- name: lexical_document_count
+SELECT count(*) FROM semindex.lexical_documents;

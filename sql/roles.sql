@@ -39,18 +39,28 @@ ALTER DEFAULT PRIVILEGES FOR ROLE {writer} IN SCHEMA semindex GRANT SELECT ON TA
 GRANT USAGE ON SCHEMA public TO {reader};
 
 -- name: hand_over_tables
--- A database bootstrapped by another role (say a superuser): every semindex table goes to the
--- writer named by the session setting semindex.writer (SET semindex.writer = '<role>'), so the
--- body stays a constant; indexes and identity sequences follow their tables.
+-- A database bootstrapped by another role (say a superuser): every semindex table, function and
+-- aggregate goes to the writer named by the session setting semindex.writer (SET semindex.writer =
+-- '<role>'), so the body stays a constant; indexes and identity sequences follow their tables. The
+-- writer's bootstrap replaces the functions (CREATE OR REPLACE), which only their owner may do.
 DO $$
 DECLARE
     owned regclass;
+    routine record;
 BEGIN
     FOR owned IN
         SELECT c.oid::regclass FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
         WHERE n.nspname = 'semindex' AND c.relkind IN ('r', 'p')
     LOOP
         EXECUTE format('ALTER TABLE %s OWNER TO %I', owned, current_setting('semindex.writer'));
+    END LOOP;
+    FOR routine IN
+        SELECT p.oid::regprocedure AS signature, p.prokind = 'a' AS aggregate
+        FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
+        WHERE n.nspname = 'semindex'
+    LOOP
+        EXECUTE format('ALTER %s %s OWNER TO %I', CASE WHEN routine.aggregate THEN 'AGGREGATE' ELSE 'ROUTINE' END,
+                       routine.signature, current_setting('semindex.writer'));
     END LOOP;
 END
 $$;

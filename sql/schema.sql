@@ -154,3 +154,66 @@ CREATE TABLE IF NOT EXISTS semindex.partial_hnsw_indexes (
     created_at            timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (version_id, connector_instance_id, stream)
 );
+
+-- Lexical search ranks documents: one per (record, field), the field's whole text as a tsvector
+-- (its first 256 KiB: tsvectors are capped at 1 MB), with its length in tokens. They are rewritten
+-- with the record's chunks, in the same transaction (semindex.chunks).
+CREATE TABLE IF NOT EXISTS semindex.lexical_documents (
+    record_id             bigint NOT NULL REFERENCES semindex.raw_records (record_id) ON DELETE CASCADE,
+    field                 text NOT NULL,
+    connector_instance_id text NOT NULL,
+    stream                text NOT NULL,
+    record_key            text NOT NULL,
+    document              tsvector NOT NULL,
+    token_count           integer NOT NULL,
+    PRIMARY KEY (record_id, field)
+);
+CREATE INDEX IF NOT EXISTS lexical_documents_scope ON semindex.lexical_documents (connector_instance_id, stream, record_key);
+
+-- BM25's term statistics, per source, kept with every write of lexical documents: how many
+-- documents hold each lexeme, and how many documents and tokens the source has.
+CREATE TABLE IF NOT EXISTS semindex.lexical_terms (
+    connector_instance_id text NOT NULL,
+    stream                text NOT NULL,
+    lexeme                text NOT NULL,
+    documents             bigint NOT NULL,
+    PRIMARY KEY (connector_instance_id, stream, lexeme)
+);
+-- Unscoped searches sum a lexeme's counts over every source.
+CREATE INDEX IF NOT EXISTS lexical_terms_lexeme ON semindex.lexical_terms (lexeme);
+CREATE TABLE IF NOT EXISTS semindex.lexical_sources (
+    connector_instance_id text NOT NULL,
+    stream                text NOT NULL,
+    documents             bigint NOT NULL,
+    tokens                bigint NOT NULL,
+    PRIMARY KEY (connector_instance_id, stream)
+);
+-- Databases chunked before lexical documents existed get theirs once, in record-id batches; this
+-- row remembers how far that went (done = every record chunked before it has its documents).
+CREATE TABLE IF NOT EXISTS semindex.lexical_backfill (
+    singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    watermark   bigint NOT NULL DEFAULT 0,
+    done        boolean NOT NULL DEFAULT false
+);
+-- A new database has nothing to backfill.
+INSERT INTO semindex.lexical_backfill (singleton, done)
+SELECT true, NOT EXISTS (SELECT 1 FROM semindex.raw_records WHERE chunked_sha256 IS NOT NULL)
+ON CONFLICT DO NOTHING;
+
+-- The search's match query from a parsed query (semindex.search.query): any positive word or
+-- phrase matches (plain words are OR-ed, and ranked), every required phrase must match, no excluded
+-- term may. plainto_tsquery and phraseto_tsquery never fail on any text, and the operators are
+-- combined here rather than parsed, so no input can overflow the tsquery parser's stack.
+CREATE OR REPLACE AGGREGATE semindex.tsquery_or(tsquery) (SFUNC = tsquery_or, STYPE = tsquery);
+CREATE OR REPLACE AGGREGATE semindex.tsquery_and(tsquery) (SFUNC = tsquery_and, STYPE = tsquery);
+CREATE OR REPLACE FUNCTION semindex.search_tsquery(words text[], phrases text[], required text[], excluded text[])
+RETURNS tsquery LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+SELECT coalesce((SELECT semindex.tsquery_or(q) FROM (
+                     SELECT plainto_tsquery('simple', w) FROM unnest(words) AS w
+                     UNION ALL SELECT phraseto_tsquery('simple', p) FROM unnest(phrases) AS p) AS t(q)
+                 WHERE numnode(q) > 0), ''::tsquery)
+    && coalesce((SELECT semindex.tsquery_and(phraseto_tsquery('simple', r)) FROM unnest(required) AS r
+                 WHERE numnode(phraseto_tsquery('simple', r)) > 0), ''::tsquery)
+    && coalesce((SELECT semindex.tsquery_and(!! phraseto_tsquery('simple', x)) FROM unnest(excluded) AS x
+                 WHERE numnode(phraseto_tsquery('simple', x)) > 0), ''::tsquery)
+$$;
