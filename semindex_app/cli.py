@@ -38,7 +38,8 @@ def _print_hits(hits) -> None:
         print("no hits")
     for rank, hit in enumerate(hits, start=1):
         scores = " ".join(f"{mode}={value:.3f}" for mode, value in hit.scores.items())
-        print(f"{rank:>3}. {hit.connector_instance_id}/{hit.stream}/{hit.record_key} [{hit.field}#{hit.chunk_no}]  {scores}")
+        fields = ",".join(hit.matched_fields) or hit.field
+        print(f"{rank:>3}. {hit.connector_instance_id}/{hit.stream}/{hit.record_key} [{fields}; {hit.field}#{hit.chunk_no}]  {scores}")
         print(f"      {hit.snippet}")
 
 
@@ -147,6 +148,7 @@ def command_search(args: argparse.Namespace) -> int:
             "version": args.version,
             "lexical_window": args.lexical_window,
             "fusion": args.fusion,
+            "unit": args.unit,
         })
         # Search only reads: no bootstrap, so it runs as a read-only role too.
         response = search(open_database(bootstrap=False), request)
@@ -397,14 +399,16 @@ def build_parser() -> argparse.ArgumentParser:
     search = verbs.add_parser(
         "search",
         help="lexical, semantic or hybrid search (default hybrid)",
-        description="Searches the index. lexical: websearch syntax (\"quoted phrase\", or, -not) over a "
-        "scoped full-text index; semantic: nearest chunks by meaning under the active embedding "
-        "version; hybrid (default): both, fused by reciprocal rank. Scope flags repeat and combine; "
-        "nothing outside the scope ever comes back.",
+        description="Searches the index; one hit per record. lexical: BM25 over each record's fields; plain "
+        "words are OR-ed and ranked (records holding every word rank first), \"quoted phrases\" must appear, "
+        "-word and -\"phrase\" must not, OR joins alternatives; any other text is just text. semantic: nearest "
+        "records by meaning under the active embedding version; hybrid (default): both, fused as the version "
+        "declares. Scope flags repeat and combine; nothing outside the scope ever comes back.",
         epilog="examples:\n"
         "  semindex search 'election results' --mode semantic --k 5\n"
         "  semindex search '\"world cup\" -cricket' --mode lexical --stream sport --json\n"
-        "  semindex search 'budget' --connector-instance bbc --stream business --stream politics",
+        "  semindex search 'budget' --connector-instance bbc --stream business --stream politics\n"
+        "  semindex search --mode lexical -- '-cricket \"world cup\"'    a query starting with a dash goes after --",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     search.add_argument("query", metavar="QUERY")
@@ -418,18 +422,29 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--record-key", action="append", default=[], metavar="KEY",
                         help="restrict to these records (repeatable; exact paths)")
     search.add_argument("--version", default=None, help="embedding version key (default: the active one)")
-    search.add_argument("--lexical-window", type=int, default=200,
-                        help="lexical candidate window before ranking, 100..10000 (default: %(default)s)")
-    search.add_argument("--fusion", choices=["rrf", "interleave"], default="rrf", help="hybrid fusion (default: %(default)s)")
+    search.add_argument("--lexical-window", type=int, default=1000,
+                        help="lexical candidates per source: every match is ranked while they fit, 100..10000 "
+                        "(default: %(default)s)")
+    search.add_argument("--fusion", choices=["blend", "rrf", "interleave"], default=None,
+                        help="hybrid fusion (default: the version's declared fusion)")
+    search.add_argument("--unit", choices=["records", "chunks"], default="records",
+                        help="a hit is a record (its best chunk gives the snippet) or a chunk (default: %(default)s)")
     search.add_argument("--json", action="store_true", help="print hits and meta as JSON")
     search.set_defaults(handler=command_search)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from semindex.errors import InvalidInput, NotFound, SemindexError
+
     args = build_parser().parse_args(argv)
     _quiet_libraries()
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except SemindexError as error:
+        # One line, no traceback: the message names the bad value or what to do.
+        print(f"semindex {args.verb}: {error}", file=sys.stderr)
+        return 2 if isinstance(error, (InvalidInput, NotFound)) else 1
 
 
 if __name__ == "__main__":

@@ -32,8 +32,10 @@ SELECT set_config('hnsw.ef_search', %s, true),
 -- pgvector 0.8: a filtered walk keeps going until enough rows pass the filter.
 SELECT set_config('hnsw.iterative_scan', 'strict_order', true);
 
--- Every nearest-neighbour statement yields (key, record_key, field, distance) rows, key being the
--- chunk id; {operator} is the version's distance operator.
+-- Every nearest-neighbour statement yields (key, record_key, field, distance, connector_instance_id,
+-- stream) rows, key being the chunk id; {operator} is the version's distance operator. The
+-- *_records statements give each record's nearest chunk only, so a page of k records is never short
+-- while k records match.
 
 -- name: semantic_exact
 -- The scoped rows are materialized first, so no index can order them: an HNSW scan with an
@@ -46,28 +48,61 @@ WITH scoped AS MATERIALIZED (
       AND (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
       AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]))
 )
-SELECT chunk_id AS key, record_key, field, distance
+SELECT chunk_id AS key, record_key, field, distance, %(instance)s AS connector_instance_id, %(stream)s AS stream
 FROM scoped
+ORDER BY distance, record_key, chunk_id
+LIMIT %(limit)s;
+
+-- name: semantic_exact_records
+WITH scoped AS MATERIALIZED (
+    SELECT chunk_id, record_key, field, embedding {operator} %(query)s AS distance
+    FROM {vectors}
+    WHERE connector_instance_id = %(instance)s AND stream = %(stream)s
+      AND (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
+      AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]))
+), nearest AS (
+    SELECT DISTINCT ON (record_key) chunk_id, record_key, field, distance
+    FROM scoped
+    ORDER BY record_key, distance, chunk_id
+)
+SELECT chunk_id AS key, record_key, field, distance, %(instance)s AS connector_instance_id, %(stream)s AS stream
+FROM nearest
 ORDER BY distance, record_key, chunk_id
 LIMIT %(limit)s;
 
 -- name: semantic_exact_all
 -- Exact over the whole version (a short unscoped walk answered again): materialized like the above.
 WITH scoped AS MATERIALIZED (
-    SELECT chunk_id, record_key, field, embedding {operator} %(query)s AS distance
+    SELECT chunk_id, connector_instance_id, stream, record_key, field, embedding {operator} %(query)s AS distance
     FROM {vectors}
     WHERE (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
       AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]))
 )
-SELECT chunk_id AS key, record_key, field, distance
+SELECT chunk_id AS key, record_key, field, distance, connector_instance_id, stream
 FROM scoped
+ORDER BY distance, record_key, chunk_id
+LIMIT %(limit)s;
+
+-- name: semantic_exact_all_records
+WITH scoped AS MATERIALIZED (
+    SELECT chunk_id, connector_instance_id, stream, record_key, field, embedding {operator} %(query)s AS distance
+    FROM {vectors}
+    WHERE (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
+      AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]))
+), nearest AS (
+    SELECT DISTINCT ON (connector_instance_id, stream, record_key) chunk_id, connector_instance_id, stream, record_key, field, distance
+    FROM scoped
+    ORDER BY connector_instance_id, stream, record_key, distance, chunk_id
+)
+SELECT chunk_id AS key, record_key, field, distance, connector_instance_id, stream
+FROM nearest
 ORDER BY distance, record_key, chunk_id
 LIMIT %(limit)s;
 
 -- name: semantic_ann
 -- One sort key so the planner can walk the version's HNSW graph, or the source's partial graph
 -- whose predicate these equalities imply; the scope is applied in the database.
-SELECT chunk_id AS key, record_key, field, embedding {operator} %(query)s AS distance
+SELECT chunk_id AS key, record_key, field, embedding {operator} %(query)s AS distance, connector_instance_id, stream
 FROM {vectors}
 WHERE connector_instance_id = %(instance)s AND stream = %(stream)s
   AND (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
@@ -78,7 +113,7 @@ LIMIT %(limit)s;
 -- Every source planned "ann" in one walk of the version's graph: one walk at their combined
 -- selectivity fills the page sooner than one walk per source. The instance and stream lists come
 -- from in-scope sources, so every combination of them is in scope too.
-SELECT chunk_id AS key, record_key, field, embedding {operator} %(query)s AS distance
+SELECT chunk_id AS key, record_key, field, embedding {operator} %(query)s AS distance, connector_instance_id, stream
 FROM {vectors}
 WHERE connector_instance_id = ANY(%(instances)s::text[]) AND stream = ANY(%(streams)s::text[])
   AND (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
@@ -87,7 +122,7 @@ LIMIT %(limit)s;
 
 -- name: semantic_global_ann
 -- No scope at all: one walk of the version's graph instead of one per source.
-SELECT chunk_id AS key, record_key, field, embedding {operator} %(query)s AS distance
+SELECT chunk_id AS key, record_key, field, embedding {operator} %(query)s AS distance, connector_instance_id, stream
 FROM {vectors}
 ORDER BY embedding {operator} %(query)s
 LIMIT %(limit)s;
@@ -95,7 +130,7 @@ LIMIT %(limit)s;
 -- name: scan_source
 -- The scan engine's input: one source's scoped rows with the embedding as text, streamed through a
 -- server-side cursor and ranked in numpy. No ORDER BY or LIMIT: every row is ranked before any cut.
-SELECT chunk_id AS key, record_key, field, embedding::text AS embedding
+SELECT chunk_id AS key, record_key, field, embedding::text AS embedding, connector_instance_id, stream
 FROM {vectors}
 WHERE connector_instance_id = %(instance)s AND stream = %(stream)s
   AND (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
@@ -103,7 +138,7 @@ WHERE connector_instance_id = %(instance)s AND stream = %(stream)s
 
 -- name: scan_all
 -- The scan engine over the whole version.
-SELECT chunk_id AS key, record_key, field, embedding::text AS embedding
+SELECT chunk_id AS key, record_key, field, embedding::text AS embedding, connector_instance_id, stream
 FROM {vectors}
 WHERE (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
   AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]));
@@ -114,7 +149,11 @@ FROM semindex.chunks WHERE chunk_id = ANY(%s);
 
 -- name: lexical_settings
 -- Parallel workers need /dev/shm and died on broad terms in small containers (SQLSTATE 53100).
-SELECT set_config('max_parallel_workers_per_gather', '0', true);
+-- Custom plans only: the plan depends on how common the query's terms are (a bitmap of a rare term's
+-- matches, or the first matches of a common one), and psycopg prepares a statement run often, whose
+-- generic plan would serve every query alike.
+SELECT set_config('max_parallel_workers_per_gather', '0', true),
+       set_config('plan_cache_mode', 'force_custom_plan', true);
 
 -- name: lexical_source_settings
 -- Rows lie clustered by source, so a sequential scan "until the window is full" may read every
@@ -122,51 +161,106 @@ SELECT set_config('max_parallel_workers_per_gather', '0', true);
 -- the window within the source's first rows) and the scoped GIN (a rare term).
 SELECT set_config('enable_seqscan', 'off', true);
 
--- name: lexical_source
--- A bounded candidate window from the scoped GIN match, then ranking over the window only
--- (snippets are cut later, for the final page alone).
--- %(window)s is NULL on the exact path (record keys given: the caller bounded the candidates).
-WITH query AS (
-    SELECT websearch_to_tsquery('simple', %(query)s) AS tsq
-), candidates AS MATERIALIZED (
-    -- The tsquery is written out here, not taken from the CTE above, so the planner sees how
-    -- common the terms are: a very common term then reads the first matches in order and stops at
-    -- the window, instead of building a bitmap of every match first.
-    SELECT c.chunk_id
-    FROM semindex.chunks AS c
-    WHERE c.connector_instance_id = %(instance)s AND c.stream = %(stream)s AND c.document @@ websearch_to_tsquery('simple', %(query)s)
-      AND (cardinality(%(fields)s::text[]) = 0 OR c.field = ANY(%(fields)s::text[]))
-      AND (cardinality(%(record_keys)s::text[]) = 0 OR c.record_key = ANY(%(record_keys)s::text[]))
-    LIMIT %(window)s
+-- name: lexical_statistics
+-- BM25's statistics for a query: every positive part's lexemes (by PostgreSQL's own parser, as the
+-- documents were cut) with their document counts in each source of the scope, and each source's
+-- documents and tokens. A source with no documents is left out.
+WITH parts AS (
+    SELECT part, ordinality - 1 AS part_no FROM unnest(%(parts)s::text[]) WITH ORDINALITY AS p(part, ordinality)
+), part_lexemes AS (
+    SELECT DISTINCT p.part_no, u.lexeme FROM parts AS p, unnest(to_tsvector('simple', p.part)) AS u
 )
-SELECT c.chunk_id, ts_rank_cd(c.document, query.tsq) AS rank, (SELECT count(*) FROM candidates) AS candidate_count
-FROM candidates JOIN semindex.chunks AS c USING (chunk_id), query
-ORDER BY rank DESC, c.record_key, c.chunk_id
-LIMIT %(limit)s;
+SELECT s.connector_instance_id, s.stream, s.documents AS source_documents, s.tokens AS source_tokens,
+       pl.part_no, pl.lexeme,
+       -- One primary-key lookup per source and lexeme (a join could hash the whole table instead).
+       coalesce((SELECT t.documents FROM semindex.lexical_terms AS t
+                 WHERE t.connector_instance_id = s.connector_instance_id AND t.stream = s.stream
+                   AND t.lexeme = pl.lexeme), 0) AS documents
+FROM semindex.lexical_sources AS s
+CROSS JOIN part_lexemes AS pl
+WHERE s.documents > 0
+  AND (cardinality(%(instances)s::text[]) = 0 OR s.connector_instance_id = ANY(%(instances)s::text[]))
+  AND (cardinality(%(streams)s::text[]) = 0 OR s.stream = ANY(%(streams)s::text[]))
+ORDER BY s.connector_instance_id, s.stream, pl.part_no, pl.lexeme;
 
--- name: lexical_global
--- No source in the scope: one windowed match over the scoped GIN (a multicolumn GIN index serves a
--- condition on any subset of its columns), instead of one query per source.
-WITH query AS (
-    SELECT websearch_to_tsquery('simple', %(query)s) AS tsq
+-- name: lexical_queries
+-- The parsed query's tsqueries, built once: the match (what a document must satisfy), the one
+-- snippets highlight (exclusions left out), and each positive part's own (words, then phrases), from
+-- which the caller ORs the parts a windowed source takes its candidates from. Passed back as text,
+-- they are constants when each ranking statement is planned, so the planner sees how common they are.
+SELECT semindex.search_tsquery(%(words)s, %(phrases)s, %(required)s, %(excluded)s)::text AS match,
+       semindex.search_tsquery(%(words)s, %(phrases)s, %(required)s, '{{}}')::text AS highlight,
+       ARRAY(SELECT plainto_tsquery('simple', w)::text FROM unnest(%(words)s::text[]) WITH ORDINALITY AS t(w, n) ORDER BY n)
+       || ARRAY(SELECT phraseto_tsquery('simple', p)::text FROM unnest(%(phrases)s::text[] || %(required)s::text[])
+                WITH ORDINALITY AS t(p, n) ORDER BY n) AS parts;
+
+-- name: lexical_truncated_settings
+-- A source whose rarest term matches more documents than the window: the first matches, read in
+-- index order from the scope's btree and stopped at the window, instead of a bitmap of every match.
+SELECT set_config('enable_bitmapscan', 'off', true);
+
+-- name: lexical_rank
+-- BM25 (k1, b) over the matching lexical documents of one source (or, with %(instance)s and
+-- %(stream)s NULL, of every source: one match over the scoped GIN, which serves a condition on any
+-- subset of its columns), with the scope's statistics (the terms' idf and the average length)
+-- computed by the caller. Plans are custom (lexical_settings), so a NULL source folds away. The
+-- candidates are every match up to %(cap)s; %(window)s is the OR of the parts whose matches are the
+-- candidates: every positive part, or for a windowed source its rarer parts (their postings are short).
+WITH terms AS (
+    SELECT lexeme, idf FROM unnest(%(lexemes)s::text[], %(idfs)s::float8[]) AS t(lexeme, idf)
 ), candidates AS MATERIALIZED (
-    -- The tsquery is written out here, not taken from the CTE above, so the planner sees how
-    -- common the terms are: a very common term then reads the first matches in order and stops at
-    -- the window, instead of building a bitmap of every match first.
-    SELECT c.chunk_id
-    FROM semindex.chunks AS c
-    WHERE c.document @@ websearch_to_tsquery('simple', %(query)s)
-      AND (cardinality(%(fields)s::text[]) = 0 OR c.field = ANY(%(fields)s::text[]))
-      AND (cardinality(%(record_keys)s::text[]) = 0 OR c.record_key = ANY(%(record_keys)s::text[]))
-    LIMIT %(window)s
+    SELECT d.record_id, d.field, d.connector_instance_id, d.stream, d.record_key, d.document, d.token_count
+    FROM semindex.lexical_documents AS d
+    WHERE (%(instance)s::text IS NULL OR d.connector_instance_id = %(instance)s)
+      AND (%(stream)s::text IS NULL OR d.stream = %(stream)s)
+      AND d.document @@ %(window)s::tsquery
+      -- Checked on the candidates, not through the index: only the window's terms are looked up.
+      AND coalesce(d.document @@ %(match)s::tsquery, false)
+      AND (cardinality(%(fields)s::text[]) = 0 OR d.field = ANY(%(fields)s::text[]))
+      AND (cardinality(%(record_keys)s::text[]) = 0 OR d.record_key = ANY(%(record_keys)s::text[]))
+    LIMIT %(cap)s
 )
-SELECT c.chunk_id, ts_rank_cd(c.document, query.tsq) AS rank, (SELECT count(*) FROM candidates) AS candidate_count
-FROM candidates JOIN semindex.chunks AS c USING (chunk_id), query
-ORDER BY rank DESC, c.record_key, c.chunk_id
-LIMIT %(limit)s;
+SELECT c.record_id, c.field, c.connector_instance_id, c.stream, c.record_key,
+       sum(t.idf * u.tf * (%(k1)s + 1) / (u.tf + %(k1)s * (1 - %(b)s + %(b)s * c.token_count / %(average_length)s))) AS score,
+       (SELECT count(*) FROM candidates) AS candidates
+FROM candidates AS c
+CROSS JOIN LATERAL (SELECT lexeme, cardinality(positions)::float8 AS tf FROM unnest(c.document)) AS u
+JOIN terms AS t USING (lexeme)
+GROUP BY c.record_id, c.field, c.connector_instance_id, c.stream, c.record_key;
 
--- name: lexical_snippets
--- ts_headline re-parses the text, so it runs for the page's hits only.
-SELECT c.chunk_id, ts_headline('simple', c.content, websearch_to_tsquery('simple', %s),
-                               'MaxFragments=1, MaxWords=35, MinWords=12')
-FROM semindex.chunks AS c WHERE c.chunk_id = ANY(%s);
+-- name: lexical_page
+-- The page's records, each with its best field's best chunk (most of the query's terms, then the
+-- first): its place and its text, highlighted. ts_headline re-parses the text, so it runs for the
+-- page's hits only.
+WITH page AS (
+    SELECT record_id, field FROM unnest(%(records)s::bigint[], %(fields)s::text[]) AS p(record_id, field)
+), query AS (
+    SELECT %(highlight)s::tsquery AS tsq
+), best AS (
+    SELECT DISTINCT ON (c.record_id) c.record_id, c.chunk_id, c.connector_id, c.connector_instance_id, c.stream,
+           c.record_key, c.field, c.chunk_no, c.content
+    FROM semindex.chunks AS c
+    JOIN page AS p ON p.record_id = c.record_id AND p.field = c.field
+    CROSS JOIN query
+    ORDER BY c.record_id, ts_rank_cd(c.document, query.tsq) DESC, c.chunk_no
+)
+SELECT b.record_id, b.chunk_id, b.connector_id, b.connector_instance_id, b.stream, b.record_key, b.field, b.chunk_no,
+       ts_headline('simple', b.content, query.tsq, 'MaxFragments=1, MaxWords=35, MinWords=12') AS snippet
+FROM best AS b CROSS JOIN query;
+
+-- name: lexical_chunks
+-- Chunk-level lexical hits (passages): the matching chunks of the ranked records' matched fields,
+-- best first within each record.
+WITH records AS (
+    SELECT record_id, record_rank FROM unnest(%(records)s::bigint[]) WITH ORDINALITY AS r(record_id, record_rank)
+), query AS (
+    SELECT %(match)s::tsquery AS tsq
+)
+SELECT c.record_id, c.chunk_id, c.connector_id, c.connector_instance_id, c.stream, c.record_key, c.field, c.chunk_no,
+       ts_headline('simple', c.content, query.tsq, 'MaxFragments=1, MaxWords=35, MinWords=12') AS snippet
+FROM semindex.chunks AS c
+JOIN records AS r USING (record_id)
+CROSS JOIN query
+WHERE c.field = ANY(%(fields)s::text[]) AND c.document @@ query.tsq
+ORDER BY r.record_rank, ts_rank_cd(c.document, query.tsq) DESC, c.chunk_no
+LIMIT %(limit)s;

@@ -127,6 +127,17 @@ def brute_force(rows: list[tuple], query: np.ndarray, scope: Scope) -> list[tupl
     return sorted(ranked, key=lambda item: (item[2], item[1], item[0]))
 
 
+def _best_per_record(rows: list[tuple], reference: list[tuple[int, str, float]]) -> list[tuple[int, float]]:
+    """The reference's first chunk of every record (instance, stream, record key), as (chunk_id, distance)."""
+    record_of = {row[0]: row[1:4] for row in rows}
+    seen, best = set(), []
+    for chunk_id, _, distance in reference:
+        if record_of[chunk_id] not in seen:
+            seen.add(record_of[chunk_id])
+            best.append((chunk_id, distance))
+    return best
+
+
 def assert_same_ranking(got: list[tuple], expected: list[tuple], *, tolerance: float = 1e-5) -> None:
     """got: (identity, distance) pairs; expected: the full reference ranking as (identity, distance).
     Same length as the reference's first len(got), same distances within `tolerance`, the same
@@ -202,13 +213,16 @@ def test_semantic_search_is_an_exact_brute_force_that_ranks_before_it_limits(jso
         for scope in _scopes(rows):
             reference = brute_force(rows, query, scope)
             assert reference, scope
+            by_chunk = [(chunk_id, distance) for chunk_id, _, distance in reference]
+            by_record = _best_per_record(rows, reference)
             for k in (1, 10, 50):
-                response = searcher.search(SearchRequest(text, mode="semantic", k=k, scope=scope, version_key=VERSION))
-                hits = response.hits
-                assert len(hits) == min(k, len(reference)), (scope, k)
-                assert set(response.meta.semantic_plans.values()) == {"jsonb_exact"}
-                assert_same_ranking([(hit.chunk_id, hit.distance) for hit in hits],
-                                    [(chunk_id, distance) for chunk_id, _, distance in reference])
+                # Passages: every scoped chunk ranked; records: each record's nearest chunk.
+                for unit, expected in (("chunks", by_chunk), ("records", by_record)):
+                    response = searcher.search(SearchRequest(text, mode="semantic", k=k, scope=scope, version_key=VERSION, unit=unit))
+                    hits = response.hits
+                    assert len(hits) == min(k, len(expected)), (scope, k, unit)
+                    assert set(response.meta.semantic_plans.values()) == {"jsonb_exact"}
+                    assert_same_ranking([(hit.chunk_id, hit.distance) for hit in hits], expected)
 
 
 def test_lexical_and_hybrid_search_work_without_pgvector(jsonb_deployment):
@@ -273,7 +287,7 @@ def test_vector_mode_ranks_the_same_corpus_the_same_way(jsonb_deployment, db, da
             # The full ranking, so rows that tie (within float32 rounding) at the page's end count as tied.
             reference = [(vector_ids[chunk_id], distance) for chunk_id, _, distance in brute_force(rows, query, scope)]
             for k in (1, 10, 50):
-                request = SearchRequest(text, mode="semantic", k=k, scope=scope, version_key=VERSION)
+                request = SearchRequest(text, mode="semantic", k=k, scope=scope, version_key=VERSION, unit="chunks")
                 in_jsonb = [(jsonb_ids[hit.chunk_id], hit.distance) for hit in jsonb_searcher.search(request).hits]
                 in_vector = [(vector_ids[hit.chunk_id], hit.distance) for hit in vector_searcher.search(request).hits]
                 assert len(in_jsonb) == len(in_vector) == min(k, len(reference))

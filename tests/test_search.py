@@ -105,8 +105,15 @@ def test_exact_paths_match_numpy_brute_force(corpus_db, version_key, scope):
 
     rows, matrix = _stored(db, version, scope)
     distances = _cosine_distances(matrix, query)
-    order = sorted(range(len(rows)), key=lambda i: (distances[i], rows[i][4], rows[i][0]))[:10]
-    assert len(hits) == min(10, len(rows))
+    # One hit per record: each record's nearest chunk, records in exact distance order.
+    order, seen = [], set()
+    for i in sorted(range(len(rows)), key=lambda i: (distances[i], rows[i][4], rows[i][0])):
+        if rows[i][1:3] + (rows[i][4],) not in seen:
+            seen.add(rows[i][1:3] + (rows[i][4],))
+            order.append(i)
+    order = order[:10]
+    assert len(hits) == min(10, len(seen))
+    assert len({hit.record for hit in hits}) == len(hits)
     np.testing.assert_allclose([hit.distance for hit in hits], [distances[i] for i in order], atol=1e-5)
     # Same ids in the same order; chunks whose distances differ by less than float32 rounding may
     # swap places, since pgvector computes in single precision and numpy in double.
@@ -211,9 +218,10 @@ def test_no_hit_ever_falls_outside_its_scope(corpus_db, instances, streams, fiel
         assert not streams or hit.stream in streams
         assert not fields or hit.field in fields
         assert not record_keys or hit.record_key in record_keys
-    if mode == "semantic":  # and never short: k hits whenever k rows match the scope
+    assert len({hit.record for hit in response.hits}) == len(response.hits)  # one hit per record
+    if mode == "semantic":  # and never short: k records whenever k records match the scope
         version = get_version(corpus_db, "hash-64")
-        matching = len(_stored(corpus_db, version, scope)[0])
+        matching = len({row[1:3] + (row[4],) for row in _stored(corpus_db, version, scope)[0]})
         assert len(response.hits) == min(20, matching)
 
 
@@ -224,16 +232,20 @@ def test_lexical_ranking_is_windowed_for_a_very_common_term_and_exact_for_record
     assert len(common.hits) == 10
     assert common.meta.lexical.windowed is True and common.meta.lexical.path == "windowed"
     assert common.meta.lexical.windowed_sources == ["chat-busy/messages"]
+    assert common.meta.lexical.ranking == "truncated" and common.meta.lexical.matched_exact is False
     assert all(hit.ranks["lexical"] == rank for rank, hit in enumerate(common.hits, start=1))
     assert all("<b>" in hit.snippet.lower() for hit in common.hits)
 
     exact = searcher.search(SearchRequest("the", mode="lexical", k=10, scope=Scope(record_keys=("sport/001",))))
-    assert exact.meta.lexical == LexicalMeta(windowed=False, windowed_sources=[], candidate_window=None, path="exact")
+    assert exact.meta.lexical == LexicalMeta(windowed=False, windowed_sources=[], candidate_window=None, path="exact",
+                                             ranking="exact", matched=exact.meta.lexical.matched, matched_exact=True)
+    assert exact.meta.lexical.matched >= 1  # sport/001's fields holding "the"
     assert {hit.record_key for hit in exact.hits} == {"sport/001"}
 
 
 def test_hybrid_fuses_by_reciprocal_rank_and_deduplicates_records(corpus_db):
-    response = Searcher(corpus_db).search(SearchRequest("football match", mode="hybrid", k=10, version_key="hash-64"))
+    response = Searcher(corpus_db).search(SearchRequest("football match", mode="hybrid", k=10, version_key="hash-64",
+                                                        fusion="rrf", lexical_weight=1.0, semantic_weight=1.0))
     records = [(h.connector_instance_id, h.stream, h.record_key) for h in response.hits]
     assert len(records) == len(set(records)) == 10
     fused = [hit.scores["fused"] for hit in response.hits]

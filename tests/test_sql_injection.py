@@ -26,6 +26,8 @@ from semindex import chunks, embeddings, indexes, raw_records, retained_size
 from semindex.chunking import ChunkingParameters, chunk_record_fields
 from semindex.database import open_database
 from semindex.partial_indexes import HotSourceBand, managed_partial_indexes, partial_index_name, sync_partial_indexes
+from semindex.errors import InvalidInput
+from semindex.search.query import parse_query
 from semindex.search import PlannerSettings, Scope, Searcher, SearchRequest, search, semantic_overscan
 from semindex.sql_files import statement
 from semindex import lifecycle
@@ -265,9 +267,11 @@ def test_ingest_stores_every_payload_byte_for_byte_and_changes_nothing_else(inje
 
 def test_chunking_keeps_every_payload_and_never_merges_delimiter_twins(injected):
     db, records = injected["db"], injected["records"]
-    # The projection rows are marked dirty again, but ingest left them dirty already.
+    # The projection rows are marked dirty again, but ingest left them dirty already. The chunk stage
+    # also writes the records' lexical documents and their term statistics.
     assert _stage_changes(injected, "ingest", "chunks") == {
-        **NO_CHANGE, "tables_changed": semindex_tables("raw_records", "chunks"),
+        **NO_CHANGE,
+        "tables_changed": semindex_tables("raw_records", "chunks", "lexical_documents", "lexical_terms", "lexical_sources"),
     }
     expected = sorted(
         (r["connector_id"], r["connector_instance_id"], r["stream"], r["record_key"], c.field, c.chunk_no, c.content, c.semantic_key)
@@ -396,11 +400,9 @@ def test_a_scope_of_payloads_returns_exactly_its_own_record(injected, mode):
         source = Scope(connector_instance_ids=(payload,), streams=(payload,))
         hits = search(db, SearchRequest("common", mode=mode, k=25, scope=source, version_key=VERSION_KEY)).hits
         found = {(h.connector_instance_id, h.stream, h.record_key, h.field) for h in hits}
-        if mode == "hybrid":  # one hit per record
-            assert {row[:3] for row in found} == {(payload, payload, payload), (payload, payload, "shared")}, payload
-        else:
-            assert found == {(payload, payload, payload, payload), (payload, payload, payload, "body"),
-                             (payload, payload, "shared", "text")}, payload
+        # One hit per record, in every mode: the payload's own record (two matching fields) and the shared one.
+        assert {row[:3] for row in found} == {(payload, payload, payload), (payload, payload, "shared")}, payload
+        assert len(found) == 2, payload
 
         # A record key shared by every source, scoped to one source's instance only.
         by_key = Scope(connector_instance_ids=(payload,), record_keys=("shared",))
@@ -422,7 +424,12 @@ def test_payloads_as_query_text_and_as_scope_values_run_as_values_only(injected,
     many = Scope(connector_instance_ids=tuple(PAYLOADS[:12]), streams=tuple(PAYLOADS[:12]), fields=tuple(PAYLOADS[:12]) + ("body", "text"))
     for payload in PAYLOADS:
         for scope in (everything, many):
-            hits = search(db, SearchRequest(payload, mode=mode, k=10, scope=scope, version_key=VERSION_KEY)).hits
+            request = SearchRequest(payload, mode=mode, k=10, scope=scope, version_key=VERSION_KEY)
+            if mode == "lexical" and not parse_query(payload).searchable:  # punctuation only: a clear refusal
+                with pytest.raises(InvalidInput, match="no word to search for"):
+                    search(db, request)
+                continue
+            hits = search(db, request).hits
             if scope is many:
                 assert all(h.connector_instance_id in PAYLOADS[:12] and h.stream == h.connector_instance_id for h in hits)
         # Scope values no source has, however they are spelt, match nothing at all.

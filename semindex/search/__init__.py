@@ -1,13 +1,15 @@
 """Search: lexical, semantic and hybrid, over one embedding version, within a scope.
 
   request.py     Scope, SearchRequest and parse_request (one parser for the CLI and HTTP)
-  response.py    Hit, SearchResponse, the typed ResponseMeta
+  response.py    Hit (a record, or a chunk on request), SearchResponse, the typed ResponseMeta
   searcher.py    Searcher and the search modes it dispatches to
-  lexical.py     websearch syntax over the scoped GIN index
-  semantic.py    plans on engines, merged, never short
+  query.py       the lexical query language's parser (nothing crashes it)
+  lexical.py     BM25 over record fields, with per-source term statistics
+  semantic.py    plans on engines, merged, k records whenever k match
+  sources.py     the scope's sources; version_target.py a version's vector table as an engine target
   planner.py     which plan (exact, partial, ann, global) and which engine per source
   engine.py      the SemanticEngine seam; engines.py its registry; pgvector_engine.py, scan_engine.py
-  fusion.py      RRF and interleave over any number of ranked lists
+  fusion.py      score blend, RRF and interleave over any number of ranked lists
   hydration.py   chunk ids to hits
 """
 

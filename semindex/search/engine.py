@@ -71,6 +71,12 @@ class Candidate:
     record_key: str
     field: str
     distance: float
+    connector_instance_id: str = ""  # with stream and record_key, the record (targets that have them)
+    stream: str = ""
+
+    @property
+    def record(self) -> tuple[str, str, str]:
+        return (self.connector_instance_id, self.stream, self.record_key)
 
     @property
     def order(self) -> tuple[float, str, int | str]:
@@ -87,6 +93,11 @@ class ScannedRow:
     record_key: str
     field: str
     embedding: str
+    connector_instance_id: str = ""
+    stream: str = ""
+
+    def candidate(self, distance: float) -> Candidate:
+        return Candidate(self.key, self.record_key, self.field, distance, self.connector_instance_id, self.stream)
 
 
 class VectorTarget(Protocol):
@@ -96,10 +107,10 @@ class VectorTarget(Protocol):
     metric: Metric
     dimensions: int
 
-    def nearest_statements(self, plan: SemanticPlan) -> Sequence[tuple[sql.Composable, dict]]:
+    def nearest_statements(self, plan: SemanticPlan, per_record: bool = False) -> Sequence[tuple[sql.Composable, dict]]:
         """Statements (with their bind parameters, less `query` and `limit`) whose rows, taken
         together, are the plan's candidates in the shape of Candidate, each ordered by distance
-        and limited by %(limit)s."""
+        and limited by %(limit)s; with `per_record`, an exact plan's rows are each record's nearest."""
         ...
 
     def scan_statements(self, plan: SemanticPlan) -> Sequence[tuple[sql.Composable, dict]]:
@@ -119,6 +130,9 @@ class NearestRequest:
     limit: int
     window: int = 200  # the graph walk's candidate window (hnsw.ef_search), at least `limit`
     max_window: int = 1000  # the widest window a short walk may retry with
+    # Exact plans return each record's nearest row only, `limit` records (never-short at record
+    # level); ANN plans return rows, and the caller widens them until they hold enough records.
+    per_record: bool = False
 
 
 class SemanticEngine(Protocol):
@@ -138,6 +152,10 @@ class SemanticEngine(Protocol):
         ...
 
 
-def best(candidates: list[Candidate], limit: int) -> list[Candidate]:
-    """The first `limit` candidates in the total order."""
-    return sorted(candidates, key=lambda candidate: candidate.order)[:limit]
+def best(candidates: list[Candidate], limit: int, *, per_record: bool = False) -> list[Candidate]:
+    """The first `limit` candidates in the total order; with `per_record`, each record's first only."""
+    ordered = sorted(candidates, key=lambda candidate: candidate.order)
+    if per_record:
+        seen: set[tuple[str, str, str]] = set()
+        ordered = [c for c in ordered if not (c.record in seen or seen.add(c.record))]
+    return ordered[:limit]

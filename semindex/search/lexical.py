@@ -1,33 +1,125 @@
-"""Lexical search: websearch syntax over the scope-shaped GIN index, one query per source.
+"""Lexical search: BM25 over lexical documents (one per record field), one hit per record.
 
-A candidate window (default 200) is taken before ts_rank_cd ranks, except when record keys are given
-(the caller bounded the candidates: every match is ranked). With no instance or stream in the scope
-there is one query over every source. Snippets are cut for the final page only; parallel workers are
-off for the transaction (they need /dev/shm and die on broad terms in small containers).
+The query is parsed (semindex.search.query): plain words are OR-ed and ranked, quoted phrases must
+appear, `-terms` must not. Ranking is BM25 (Lucene's idf, k1 and b configurable) with statistics kept
+per source as documents are written: a scoped search ranks with its scope's statistics (the sum over
+its sources); a field or record-key scope uses its sources' statistics (a documented approximation).
+A record scores its best field; `matched_fields` lists every field that matched.
+
+Candidates, per source (one query over every source when the scope names none):
+
+  complete      the query's matches fit the candidate window (known from the statistics): every
+                match is ranked
+  rarer_terms   they do not: the query's rarer parts, whose matches fit the window, give the
+                candidates (their postings are short), so a common term cannot flood the window;
+                records matching only the common terms are not ranked
+  truncated     even the rarest part matches more than the window: the first matches, in index
+                order, are ranked
+  exact         record keys given: every match of those records is ranked
+
+The response's meta says which, and how many documents matched (exactly only when complete).
+Parallel workers are off for the transaction (they need /dev/shm and died on broad terms in small
+containers); snippets are cut for the final page only.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 
 from psycopg.rows import class_row
 
 from semindex.database import Database
+from semindex.errors import InvalidInput
 from semindex.search.fanout import SearchFanOut
-from semindex.search.hydration import chunk_details, hit_from
+from semindex.search.query import ParsedQuery, parse_query
 from semindex.search.request import SearchRequest
 from semindex.search.response import Hit, LexicalMeta
-from semindex.search.semantic import overscan
-from semindex.search.sources import sources_in_scope
 from semindex.sql_files import statement
+
+COMPLETE, RARER_TERMS, TRUNCATED, EXACT = "complete", "rarer_terms", "truncated", "exact"
+# How a ranking's completeness is reported when sources differ: the least complete wins.
+_RANKING_ORDER = (EXACT, COMPLETE, RARER_TERMS, TRUNCATED)
+# Record keys bound the candidates themselves; this only guards against a pathological list.
+EXACT_CAP = 1_000_000
+# A truncated ranking is a sample of a flood of matches (first in index order): this many is enough.
+TRUNCATED_CANDIDATES = 200
 
 
 @dataclass(frozen=True)
-class LexicalRow:
+class Bm25:
+    k1: float = 1.2
+    b: float = 0.75
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.k1 <= 10 or not 0 <= self.b <= 1:
+            raise InvalidInput(f"BM25 k1={self.k1} must be within 0..10 and b={self.b} within 0..1")
+
+
+@dataclass(frozen=True)
+class TermCount:
+    connector_instance_id: str
+    stream: str
+    source_documents: int
+    source_tokens: int
+    part_no: int
+    lexeme: str
+    documents: int
+
+
+@dataclass
+class SourceStatistics:
+    documents: int = 0
+    tokens: int = 0
+    part_documents: dict[int, int] = field(default_factory=dict)  # at most this many documents match a part
+    lexeme_documents: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QueryTexts:
+    """The parsed query's tsqueries as PostgreSQL wrote them (semindex.search_tsquery)."""
+
+    match: str
+    highlight: str
+    parts: list[str]  # one per positive part, in ParsedQuery.positive order ("" for a part with no lexeme)
+
+    def window(self, parts: tuple[int, ...]) -> str:
+        """The OR of the given parts' tsqueries."""
+        return " | ".join(f"( {self.parts[part]} )" for part in parts if self.parts[part])
+
+
+@dataclass(frozen=True)
+class RankedDocument:
+    record_id: int
+    field: str
+    connector_instance_id: str
+    stream: str
+    record_key: str
+    score: float
+    candidates: int
+
+
+@dataclass(frozen=True)
+class PageRow:
+    record_id: int
     chunk_id: int
-    rank: float
-    candidate_count: int
+    connector_id: str
+    connector_instance_id: str
+    stream: str
+    record_key: str
+    field: str
+    chunk_no: int
+    snippet: str
+
+
+@dataclass(frozen=True)
+class SourcePlan:
+    source: tuple[str, str] | None  # None: every source in one query
+    ranking: str
+    window_parts: tuple[int, ...]  # the parts whose matches are the candidates
+    cap: int
 
 
 @dataclass
@@ -35,68 +127,210 @@ class LexicalResult:
     hits: list[Hit]
     meta: LexicalMeta
     milliseconds: float
+    texts: QueryTexts | None = None  # the query's tsqueries, to hydrate hits later
 
 
 class LexicalSearch:
-    def __init__(self, db: Database, fanout: SearchFanOut) -> None:
+    def __init__(self, db: Database, fanout: SearchFanOut, bm25: Bm25 = Bm25()) -> None:
         self.db = db
         self.fanout = fanout
+        self.bm25 = bm25
 
-    def search(self, request: SearchRequest, k: int | None = None) -> LexicalResult:
+    def search(self, request: SearchRequest, k: int | None = None, *, chunks: bool = False,
+               hydrate: bool = True) -> LexicalResult:
+        """The k best records (or with `chunks`, the matching chunks of the best records). Without
+        `hydrate`, the records come without their chunk and snippet (hybrid search hydrates only the
+        records its fused page keeps: `hydrate` them then)."""
         started = time.perf_counter()
         k = k or request.k
+        parsed = parse_query(request.query)
         scope = request.scope
         window = None if scope.record_keys else request.lexical_window
-        # No instance or stream in the scope: one query over every source; otherwise one per source.
-        sources = (
-            [(source.connector_instance_id, source.stream) for source in sources_in_scope(self.db, scope)]
+        if not parsed.searchable:
+            meta = LexicalMeta(False, [], window, "exact" if window is None else "windowed", "no terms", 0, True)
+            return LexicalResult([], meta, _ms(started))
+        statistics, texts = self._statistics(parsed, scope.connector_instance_ids, scope.streams)
+        total = SourceStatistics()
+        for source in statistics.values():
+            total.documents += source.documents
+            total.tokens += source.tokens
+            for lexeme, count in source.lexeme_documents.items():
+                total.lexeme_documents[lexeme] = total.lexeme_documents.get(lexeme, 0) + count
+            for part, count in source.part_documents.items():
+                total.part_documents[part] = total.part_documents.get(part, 0) + count
+        if not total.documents:
+            meta = LexicalMeta(False, [], window, "exact" if window is None else "windowed", COMPLETE, 0, True)
+            return LexicalResult([], meta, _ms(started))
+        plans = (
+            [self._plan(name, statistics[name], parsed, window) for name in statistics]
             if scope.names_sources
-            else [None]
+            else [self._plan(None, total, parsed, window)]
         )
-        params = {
-            "query": request.query,
-            "fields": list(scope.fields),
-            "record_keys": list(scope.record_keys),
-            "window": window,
-            "limit": overscan(k),
+        idf = {
+            lexeme: math.log(1 + (total.documents - count + 0.5) / (count + 0.5))
+            for lexeme, count in total.lexeme_documents.items() if count > 0
         }
-
-        def run(source: tuple[str, str] | None) -> list[LexicalRow]:
-            with self.db.connection() as conn:
-                conn.execute(statement("search", "lexical_settings"))
-                if source is None:
-                    query, source_params = statement("search", "lexical_global"), params
-                else:
-                    conn.execute(statement("search", "lexical_source_settings"))
-                    query = statement("search", "lexical_source")
-                    source_params = {**params, "instance": source[0], "stream": source[1]}
-                return conn.cursor(row_factory=class_row(LexicalRow)).execute(query, source_params).fetchall()
-
-        rows: list[LexicalRow] = []
-        windowed = []
-        for source, source_rows in zip(sources, self.fanout.map(run, sources), strict=True):
-            if window is not None and source_rows and source_rows[0].candidate_count >= window:
-                windowed.append("*" if source is None else f"{source[0]}/{source[1]}")
-            rows.extend(source_rows)
+        base = {
+            "lexemes": list(idf), "idfs": list(idf.values()), "match": texts.match,
+            "fields": list(scope.fields), "record_keys": list(scope.record_keys),
+            "k1": self.bm25.k1, "b": self.bm25.b, "average_length": total.tokens / total.documents,
+        }
+        ranked = self.fanout.map(lambda plan: self._rank(plan, texts, base), plans)
+        records = _records(document for rows in ranked for document in rows)
+        if len(records) < k and any(plan.ranking == RARER_TERMS for plan in plans):
+            # The rarer terms' matches hold fewer than k records: rank the first matches of the whole
+            # query too, so the page is not short while records match.
+            widened = [SourcePlan(plan.source, TRUNCATED, tuple(range(len(parsed.positive))), min(plan.cap, TRUNCATED_CANDIDATES))
+                       for plan in plans if plan.ranking == RARER_TERMS]
+            more = self.fanout.map(lambda plan: self._rank(plan, texts, base), widened)
+            ranked += more
+            records = _records(document for rows in ranked for document in rows)
+        rankings = [plan.ranking for plan in plans]
+        windowed = [_source_name(plan.source) for plan in plans if plan.ranking in (RARER_TERMS, TRUNCATED)]
+        matched = sum(rows[0].candidates for rows in ranked if rows)
         meta = LexicalMeta(
             windowed=bool(windowed),
             windowed_sources=windowed,
             candidate_window=window,
             path="exact" if window is None else "windowed",
+            ranking=max(rankings, key=_RANKING_ORDER.index),
+            matched=matched,
+            matched_exact=not windowed,
         )
-        details = chunk_details(self.db, [row.chunk_id for row in rows])
-        ranked = sorted(
-            (row for row in rows if row.chunk_id in details),
-            key=lambda row: (-row.rank, details[row.chunk_id].record_key, row.chunk_id),
-        )[:k]
-        with self.db.connection() as conn:
-            snippets = dict(conn.execute(
-                statement("search", "lexical_snippets"), (request.query, [row.chunk_id for row in ranked])
-            ).fetchall())
-        hits = []
-        for rank, row in enumerate(ranked, start=1):
-            hit = hit_from(details[row.chunk_id], snippets.get(row.chunk_id))
-            hit.scores = {"lexical": float(row.rank)}
+        if chunks:
+            hits = self._chunk_hits(records, texts, k)
+        elif hydrate:
+            hits = self.hydrate([record.hit() for record in records[: k + 10]], texts)[:k]
+        else:
+            hits = [record.hit() for record in records[:k]]
+        for rank, hit in enumerate(hits, start=1):
             hit.ranks = {"lexical": rank}
-            hits.append(hit)
-        return LexicalResult(hits, meta, round(1000 * (time.perf_counter() - started), 2))
+        return LexicalResult(hits, meta, _ms(started), texts)
+
+    # ---- statistics and plans --------------------------------------------------------------------
+    def _statistics(self, parsed: ParsedQuery, instances, streams) -> tuple[dict[tuple[str, str], SourceStatistics], QueryTexts]:
+        with self.db.connection() as conn:
+            rows = conn.cursor(row_factory=class_row(TermCount)).execute(
+                statement("search", "lexical_statistics"),
+                {"parts": list(parsed.positive), "instances": list(instances), "streams": list(streams)},
+            ).fetchall()
+            texts = conn.cursor(row_factory=class_row(QueryTexts)).execute(statement("search", "lexical_queries"), {
+                "words": list(parsed.words), "phrases": list(parsed.phrases),
+                "required": list(parsed.required), "excluded": list(parsed.excluded),
+            }).fetchone()
+        sources: dict[tuple[str, str], SourceStatistics] = {}
+        for row in rows:
+            source = sources.setdefault((row.connector_instance_id, row.stream),
+                                        SourceStatistics(row.source_documents, row.source_tokens))
+            source.lexeme_documents[row.lexeme] = row.documents
+            # A part matches no more documents than its rarest lexeme is in.
+            source.part_documents[row.part_no] = min(source.part_documents.get(row.part_no, row.documents), row.documents)
+        return sources, texts
+
+    def _plan(self, source: tuple[str, str] | None, statistics: SourceStatistics, parsed: ParsedQuery,
+              window: int | None) -> SourcePlan:
+        parts = tuple(range(len(parsed.positive)))
+        if window is None:
+            return SourcePlan(source, EXACT, parts, EXACT_CAP)
+        if sum(statistics.part_documents.get(part, 0) for part in parts) <= window:
+            return SourcePlan(source, COMPLETE, parts, window)
+        rarer, matches = [], 0
+        for part in sorted(parts, key=lambda part: (statistics.part_documents.get(part, 0), part)):
+            matches += statistics.part_documents.get(part, 0)
+            if matches > window:
+                break
+            rarer.append(part)
+        if rarer:
+            return SourcePlan(source, RARER_TERMS, tuple(sorted(rarer)), window)
+        return SourcePlan(source, TRUNCATED, parts, min(window, TRUNCATED_CANDIDATES))
+
+    def _rank(self, plan: SourcePlan, texts: QueryTexts, base: dict) -> list[RankedDocument]:
+        window = texts.window(plan.window_parts)
+        if not window:  # no part of the query holds a lexeme
+            return []
+        instance, stream = plan.source or (None, None)
+        params = {**base, "cap": plan.cap, "window": window, "instance": instance, "stream": stream}
+        with self.db.connection() as conn:
+            conn.execute(statement("search", "lexical_settings"))
+            if plan.ranking == TRUNCATED:
+                conn.execute(statement("search", "lexical_truncated_settings"))
+            if plan.source is not None:
+                conn.execute(statement("search", "lexical_source_settings"))
+            return conn.cursor(row_factory=class_row(RankedDocument)).execute(statement("search", "lexical_rank"), params).fetchall()
+
+    # ---- pages -----------------------------------------------------------------------------------
+    def _page_rows(self, name: str, texts: QueryTexts, params: dict) -> list[PageRow]:
+        with self.db.connection() as conn:
+            return conn.cursor(row_factory=class_row(PageRow)).execute(statement("search", name), {
+                "match": texts.match, "highlight": texts.highlight, **params,
+            }).fetchall()
+
+    def hydrate(self, hits: list[Hit], texts: QueryTexts) -> list[Hit]:
+        """The hits with their best field's best chunk and a highlighted snippet, in order; a record
+        deleted since it was ranked drops out (callers ask for a few more than they show)."""
+        pending = [hit for hit in hits if hit.record_id and not hit.chunk_id]
+        rows = {row.record_id: row for row in self._page_rows("lexical_page", texts, {
+            "records": [hit.record_id for hit in pending], "fields": [hit.field for hit in pending],
+        })} if pending else {}
+        hydrated = []
+        for hit in hits:
+            row = rows.get(hit.record_id)
+            if row is not None:
+                hit.connector_id, hit.field, hit.chunk_no, hit.chunk_id = row.connector_id, row.field, row.chunk_no, row.chunk_id
+                hit.snippet = row.snippet
+            if hit.chunk_id:
+                hydrated.append(hit)
+        return hydrated
+
+    def _chunk_hits(self, records: list[_Record], texts: QueryTexts, k: int) -> list[Hit]:
+        page = records[:k]
+        scores = {record.record_id: record for record in page}
+        rows = self._page_rows("lexical_chunks", texts, {
+            "records": list(scores), "fields": sorted({name for record in page for name, _ in record.fields}),
+            "limit": k,
+        })
+        hits = []
+        for row in rows:
+            record = scores[row.record_id]
+            hits.append(Hit(
+                row.connector_id, row.connector_instance_id, row.stream, row.record_key, row.field, row.chunk_no,
+                row.snippet, scores={"lexical": float(record.score)}, chunk_id=row.chunk_id,
+                matched_fields=[name for name, _ in record.fields], record_id=row.record_id,
+            ))
+        return hits
+
+
+@dataclass
+class _Record:
+    record_id: int
+    identity: tuple[str, str, str]  # connector instance, stream, record key
+    score: float
+    fields: list[tuple[str, float]]  # matched fields, best first
+
+    def hit(self) -> Hit:
+        """The record as a hit not yet hydrated (no chunk, no snippet): enough to rank and fuse."""
+        instance, stream, record_key = self.identity
+        return Hit("", instance, stream, record_key, self.fields[0][0], 0, "", scores={"lexical": float(self.score)},
+                   matched_fields=[name for name, _ in self.fields], record_id=self.record_id)
+
+
+def _records(documents) -> list[_Record]:
+    """Documents grouped into records, each scored by its best field, best records first."""
+    fields: dict[int, dict[str, float]] = defaultdict(dict)
+    identities: dict[int, tuple[str, str, str]] = {}
+    for document in documents:
+        identities[document.record_id] = (document.connector_instance_id, document.stream, document.record_key)
+        fields[document.record_id][document.field] = max(document.score, fields[document.record_id].get(document.field, 0.0))
+    records = []
+    for record_id, scores in fields.items():
+        ordered = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+        records.append(_Record(record_id, identities[record_id], ordered[0][1], ordered))
+    return sorted(records, key=lambda record: (-record.score, record.identity))
+
+
+def _source_name(source: tuple[str, str] | None) -> str:
+    return "*" if source is None else f"{source[0]}/{source[1]}"
+
+
+def _ms(started: float) -> float:
+    return round(1000 * (time.perf_counter() - started), 2)

@@ -16,6 +16,10 @@ from semindex.sql_files import statement
 from semindex.vectors.storage import VectorStorage
 
 
+# pgvector's upper bound for hnsw.ef_search; iterative scans go on past it when a filter needs them to.
+MAX_EF_SEARCH = 1000
+
+
 class PgvectorEngine:
     name = "pgvector"
     kinds = frozenset(PlanKind)
@@ -27,12 +31,13 @@ class PgvectorEngine:
         return kind.value
 
     def nearest(self, db: Database, request: NearestRequest) -> list[Candidate]:
-        statements = request.target.nearest_statements(request.plan)
         if request.plan.kind is PlanKind.EXACT:
-            return best(self._run(db, statements, request, ef_search=None), request.limit)
-        first = max(request.window, request.limit)
+            statements = request.target.nearest_statements(request.plan, request.per_record)
+            return best(self._run(db, statements, request, ef_search=None), request.limit, per_record=request.per_record)
+        statements = request.target.nearest_statements(request.plan)
+        first = min(MAX_EF_SEARCH, max(request.window, request.limit))
         candidates: list[Candidate] = []
-        for ef_search in sorted({first, max(first, request.max_window)}):
+        for ef_search in sorted({first, min(MAX_EF_SEARCH, max(first, request.max_window))}):
             candidates = best(self._run(db, statements, request, ef_search=ef_search), request.limit)
             if len(candidates) >= request.limit:
                 break

@@ -7,14 +7,15 @@ Every bad value is refused with InvalidInput naming the parameter and the value.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from semindex.errors import InvalidInput
+from semindex.search.fusion import FUSERS
 
 MAX_K = 100
 DEFAULT_K = 25
-FUSIONS = ("rrf", "interleave")
 LEXICAL_WINDOW_RANGE = (100, 10_000)
+UNITS = ("records", "chunks")
 
 
 @dataclass(frozen=True)
@@ -43,14 +44,23 @@ class SearchRequest:
     k: int = DEFAULT_K
     scope: Scope = Scope()
     version_key: str | None = None
-    lexical_window: int = 200
-    fusion: str = "rrf"
-    lexical_weight: float = 1.0
-    semantic_weight: float = 1.0
+    # Lexical candidates per source: every match is ranked while they fit (semindex.search.lexical).
+    lexical_window: int = 1000
+    # Hybrid fusion; None: the version's own (its declared `fusion`, else semindex's default).
+    fusion: str | None = None
+    lexical_weight: float | None = None
+    semantic_weight: float | None = None
+    # A hit is a record (its best chunk gives the snippet and the score), or with "chunks" a passage.
+    unit: str = "records"
 
     def validated(self) -> SearchRequest:
+        """The request checked, with its query text made storable: NUL characters (which PostgreSQL
+        text cannot hold) read as spaces, lone surrogates (not UTF-8) as U+FFFD."""
         if not isinstance(self.query, str) or not self.query.strip():
             raise InvalidInput(f"the query is empty (got {self.query!r})")
+        cleaned = self.query.replace("\x00", " ").encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        if cleaned != self.query:
+            return replace(self, query=cleaned).validated()
         if not isinstance(self.mode, str) or not self.mode:
             raise InvalidInput(f"mode {self.mode!r} is not a search mode name")
         if isinstance(self.k, bool) or not isinstance(self.k, int):
@@ -62,11 +72,14 @@ class SearchRequest:
             raise InvalidInput(f"lexical window {self.lexical_window!r} is not a whole number")
         if not low <= self.lexical_window <= high:
             raise InvalidInput(f"lexical window {self.lexical_window} must be between {low} and {high}")
-        if self.fusion not in FUSIONS:
-            raise InvalidInput(f"fusion {self.fusion!r} is not one of {', '.join(FUSIONS)}")
+        if self.fusion is not None and self.fusion not in FUSERS:
+            raise InvalidInput(f"fusion {self.fusion!r} is not one of {', '.join(FUSERS)}")
+        if self.unit not in UNITS:
+            raise InvalidInput(f"unit {self.unit!r} is not one of {', '.join(UNITS)}")
         for name in ("lexical_weight", "semantic_weight"):
             weight = getattr(self, name)
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < float("inf"):
+            if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float))
+                                       or not 0 <= weight < float("inf")):
                 raise InvalidInput(f"{name}={weight!r} must be a finite number of at least 0")
         for name, values in (("connector_instance_id", self.scope.connector_instance_ids), ("stream", self.scope.streams),
                              ("field", self.scope.fields), ("record_key", self.scope.record_keys)):
@@ -92,6 +105,7 @@ _SCALAR_KEYS = {
     "fusion": ("fusion",),
     "lexical_weight": ("lexical_weight",),
     "semantic_weight": ("semantic_weight",),
+    "unit": ("unit",),
 }
 _CONVERTERS = {"k": int, "lexical_window": int, "lexical_weight": float, "semantic_weight": float}
 

@@ -8,6 +8,9 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass
 class Hit:
+    """One record (by default; one chunk when the request asks for chunks): its best chunk gives the
+    place (field, chunk number), the snippet and the scores."""
+
     connector_id: str
     connector_instance_id: str
     stream: str
@@ -19,7 +22,9 @@ class Hit:
     # metric's own distance), "lexical", "fused". Ranks per mode, 1-based.
     scores: dict[str, float] = field(default_factory=dict)
     ranks: dict[str, int] = field(default_factory=dict)
-    chunk_id: int = 0
+    chunk_id: int = 0  # 0: not hydrated yet (a lexical record ranked but not on the page)
+    matched_fields: list[str] = field(default_factory=list)  # the record's fields that matched, best first
+    record_id: int = 0
 
     @property
     def distance(self) -> float:
@@ -31,15 +36,20 @@ class Hit:
         return (self.connector_instance_id, self.stream, self.record_key)
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "chunk_id"}
+        return {k: v for k, v in asdict(self).items() if k not in ("chunk_id", "record_id")}
 
 
 @dataclass(frozen=True)
 class LexicalMeta:
-    windowed: bool
+    windowed: bool  # some source's ranking did not see every match
     windowed_sources: list[str]
     candidate_window: int | None
     path: str  # "windowed" or "exact" (record keys given: every match ranked)
+    # "complete" (every match ranked), "rarer_terms" (the matches of the query's rarer terms ranked),
+    # "truncated" (the first matches ranked), "exact" (record keys given), "no terms" (nothing to search)
+    ranking: str = "complete"
+    matched: int = 0  # matching documents (record fields) seen
+    matched_exact: bool = True  # whether `matched` is every match (else a lower bound)
 
 
 @dataclass
@@ -50,7 +60,8 @@ class ResponseMeta:
     # Per source ("instance/stream", or "*" for one unscoped plan): the plan that answered it.
     semantic_plans: dict[str, str] = field(default_factory=dict)
     lexical: LexicalMeta | None = None
-    fusion: str | None = None
+    fusion: dict | None = None  # method and weights, as used
+    unit: str = "records"  # what a hit is: "records" or "chunks"
     below_min_similarity: int | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
 

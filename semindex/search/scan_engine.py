@@ -12,6 +12,7 @@ from psycopg.rows import class_row
 
 from semindex.database import Database
 from semindex.search.engine import Candidate, NearestRequest, PlanKind, ScannedRow
+from semindex.search.engine import best as best_of
 from semindex.vectors.storage import VectorStorage
 
 # Rows per fetch: 2,000 x 384 float64 is 6 MB of matrix.
@@ -30,7 +31,7 @@ class ScanEngine:
 
     def nearest(self, db: Database, request: NearestRequest) -> list[Candidate]:
         limit, target = request.limit, request.target
-        best: list[Candidate] = []  # sorted by Candidate.order, at most `limit`
+        best: list[Candidate] = []  # sorted by Candidate.order, at most `limit` (records, with per_record)
         with db.connection() as conn:
             for query, params in target.scan_statements(request.plan):
                 cursor = conn.cursor(name="semindex_scan", row_factory=class_row(ScannedRow))
@@ -41,17 +42,15 @@ class ScanEngine:
                         if not kept:
                             continue
                         distances = target.metric.distances(matrix, request.query)
-                        candidates = range(len(kept))
-                        if len(kept) > limit:
-                            # Only rows that can still enter the best `limit` (ties at the cut included).
-                            cut = np.partition(distances, limit - 1)[limit - 1]
-                            if len(best) == limit:
-                                cut = min(cut, best[-1].distance)
-                            candidates = np.flatnonzero(distances <= cut)
-                        best.extend(Candidate(kept[i].key, kept[i].record_key, kept[i].field, float(distances[i]))
-                                    for i in candidates)
-                        best.sort(key=lambda candidate: candidate.order)
-                        del best[limit:]
+                        # Only rows that can still enter the best `limit` (ties at the cut included):
+                        # none worse than the current last, and (rows, not records) than the
+                        # batch's own limit-th.
+                        cut = best[-1].distance if len(best) == limit else np.inf
+                        if len(kept) > limit and not request.per_record:
+                            cut = min(cut, np.partition(distances, limit - 1)[limit - 1])
+                        candidates = np.flatnonzero(distances <= cut) if np.isfinite(cut) else range(len(kept))
+                        best = best_of(best + [kept[i].candidate(float(distances[i])) for i in candidates],
+                                       limit, per_record=request.per_record)
                 finally:
                     cursor.close()
         return best

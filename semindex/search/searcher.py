@@ -8,80 +8,119 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Protocol
+
+import numpy as np
 
 from semindex.database import Database
 from semindex.errors import InvalidInput
 from semindex.search.fanout import SearchFanOut, default_fanout
-from semindex.search.fusion import FUSERS, RankedList, best_per_record
+from semindex.search.fusion import FusionSettings, fuse
 from semindex.search.lexical import LexicalResult, LexicalSearch
 from semindex.search.planner import PlannerSettings
+from semindex.search.query import parse_query
 from semindex.search.query_cache import QueryVectorCache
 from semindex.search.request import MAX_K, Scope, SearchRequest
 from semindex.search.response import Hit, ResponseMeta, SearchResponse
-from semindex.search.semantic import SemanticSearch
+from semindex.search.semantic import SemanticResult, SemanticSearch
+from semindex.vectors.version import EmbeddingVersion
 
 
 class SearchMode(Protocol):
     name: str
 
-    def run(self, searcher: Searcher, request: SearchRequest) -> SearchResponse: ...
+    def run(self, searcher: Searcher, request: SearchRequest, vector: np.ndarray | None = None) -> SearchResponse:
+        """The response; `vector` is the query's vector when the caller already has it."""
+        ...
 
 
 class LexicalMode:
     name = "lexical"
 
-    def run(self, searcher: Searcher, request: SearchRequest) -> SearchResponse:
-        result = searcher.lexical.search(request)
+    def run(self, searcher: Searcher, request: SearchRequest, vector: np.ndarray | None = None) -> SearchResponse:
+        if not parse_query(request.query).searchable:
+            raise InvalidInput(f"the query {request.query[:80]!r} has no word to search for once punctuation and operators are set aside")
+        result = searcher.lexical.search(request, chunks=request.unit == "chunks")
         return SearchResponse(result.hits, ResponseMeta(
-            request.mode, request.k, lexical=result.meta, timings_ms={"lexical": result.milliseconds}
+            request.mode, request.k, lexical=result.meta, unit=request.unit, timings_ms={"lexical": result.milliseconds}
         ))
 
 
 class SemanticMode:
     name = "semantic"
 
-    def run(self, searcher: Searcher, request: SearchRequest) -> SearchResponse:
-        result = searcher.semantic.search(request.query, request.scope, request.k, request.version_key)
+    def run(self, searcher: Searcher, request: SearchRequest, vector: np.ndarray | None = None) -> SearchResponse:
+        version = searcher.semantic.resolve_version(request.version_key)
+        result = searcher.semantic.search(version, request.query, request.scope, request.k,
+                                          chunks=request.unit == "chunks", vector=vector)
         return SearchResponse(result.hits, ResponseMeta(
-            request.mode, request.k, version=result.version, semantic_plans=result.plans,
+            request.mode, request.k, version=result.version, semantic_plans=result.plans, unit=request.unit,
             below_min_similarity=result.below_min_similarity, timings_ms=result.timings_ms,
         ))
 
 
 class HybridMode:
-    """Lexical and semantic concurrently, each as deep as the public maximum (modes return chunks,
-    and fusion keeps one per record, so records with several matching chunks must not shorten the
-    page), fused by the request's method and weights."""
+    """Lexical and semantic concurrently, each as deep as the public maximum, fused by the
+    version's declared method and weights (or the request's); only the fused page's lexical records
+    are hydrated (their chunk and highlighted snippet)."""
 
     name = "hybrid"
 
-    def run(self, searcher: Searcher, request: SearchRequest) -> SearchResponse:
-        lexical: dict[str, LexicalResult | BaseException] = {}
-
-        def run_lexical() -> None:
-            try:
-                lexical["result"] = searcher.lexical.search(request, k=MAX_K)
-            except BaseException as error:  # raised again in the caller's thread
-                lexical["result"] = error
-
-        # Its own thread, not the fan-out: both sides fan out through the bounded queue themselves.
-        worker = threading.Thread(target=run_lexical, name="semindex-hybrid-lexical")
-        worker.start()
-        semantic = searcher.semantic.search(request.query, request.scope, MAX_K, request.version_key)
-        worker.join()
-        lexical_result = lexical["result"]
-        if isinstance(lexical_result, BaseException):
-            raise lexical_result
-        fused = FUSERS[request.fusion]([
-            RankedList("lexical", best_per_record(lexical_result.hits, "lexical"), request.lexical_weight),
-            RankedList("semantic", best_per_record(semantic.hits, "semantic"), request.semantic_weight),
-        ])
-        return SearchResponse(fused[: request.k], ResponseMeta(
+    def run(self, searcher: Searcher, request: SearchRequest, vector: np.ndarray | None = None) -> SearchResponse:
+        parts = hybrid_parts(searcher, request, vector, hydrate=request.unit == "chunks")
+        page = fuse(parts.fusion, parts.lexical.hits, parts.semantic.hits, page=request.k, chunks=request.unit == "chunks")
+        if parts.lexical.texts is not None:
+            # A few more than the page: a record deleted since it was ranked must not shorten it.
+            page = searcher.lexical.hydrate(page[: request.k + 10], parts.lexical.texts)
+        semantic, lexical = parts.semantic, parts.lexical
+        return SearchResponse(page[: request.k], ResponseMeta(
             request.mode, request.k, version=semantic.version, semantic_plans=semantic.plans,
-            lexical=lexical_result.meta, fusion=request.fusion, below_min_similarity=semantic.below_min_similarity,
-            timings_ms={**semantic.timings_ms, "lexical": lexical_result.milliseconds},
+            lexical=lexical.meta, fusion=parts.fusion.as_dict(), unit=request.unit,
+            below_min_similarity=semantic.below_min_similarity,
+            timings_ms={**semantic.timings_ms, "lexical": lexical.milliseconds},
         ))
+
+
+@dataclass
+class HybridParts:
+    fusion: FusionSettings
+    lexical: LexicalResult
+    semantic: SemanticResult
+
+
+def hybrid_parts(searcher: Searcher, request: SearchRequest, vector: np.ndarray | None, *, hydrate: bool) -> HybridParts:
+    """Hybrid search's ingredients: the fusion to use, and lexical and semantic search run
+    concurrently, each MAX_K deep (lexical records hydrated only when asked)."""
+    version = searcher.semantic.resolve_version(request.version_key)
+    chunks = request.unit == "chunks"
+    lexical: dict[str, LexicalResult | BaseException] = {}
+
+    def run_lexical() -> None:
+        try:
+            lexical["result"] = searcher.lexical.search(request, k=MAX_K, chunks=chunks, hydrate=hydrate)
+        except BaseException as error:  # raised again in the caller's thread
+            lexical["result"] = error
+
+    # Its own thread, not the fan-out: both sides fan out through the bounded queue themselves.
+    worker = threading.Thread(target=run_lexical, name="semindex-hybrid-lexical")
+    worker.start()
+    semantic = searcher.semantic.search(version, request.query, request.scope, MAX_K, chunks=chunks, vector=vector)
+    worker.join()
+    lexical_result = lexical["result"]
+    if isinstance(lexical_result, BaseException):
+        raise lexical_result
+    return HybridParts(fusion_settings(version, request), lexical_result, semantic)
+
+
+def fusion_settings(version: EmbeddingVersion, request: SearchRequest) -> FusionSettings:
+    """The version's declared fusion (semindex's default when it declares none), with the request's
+    method and weights where it gives them."""
+    declared = FusionSettings.from_mapping(version.thresholds.get("fusion"), f"version {version.version_key!r} fusion")
+    overrides = {name: getattr(request, attribute) for name, attribute in (
+        ("method", "fusion"), ("lexical_weight", "lexical_weight"), ("semantic_weight", "semantic_weight"))
+        if getattr(request, attribute) is not None}
+    return replace(declared, **overrides) if overrides else declared
 
 
 MODES: dict[str, SearchMode] = {mode.name: mode for mode in (LexicalMode(), SemanticMode(), HybridMode())}
@@ -105,15 +144,46 @@ class Searcher:
         self.semantic = SemanticSearch(db, planner, self.fanout, self.cache)
         self.lexical = LexicalSearch(db, self.fanout)
 
-    def search(self, request: SearchRequest) -> SearchResponse:
+    def rank_every_mode(self, request: SearchRequest, *, vector: np.ndarray | None = None,
+                        lexical: list[Hit] | None = None) -> dict[str, list[Hit]]:
+        """The request's best records by lexical, semantic and hybrid search (not hydrated: records
+        and scores, for an evaluation), from one lexical and one semantic search: hybrid fuses them
+        exactly as HybridMode does. Lexical ranking does not depend on the version: `lexical` (the
+        "lexical_depth" list of an earlier call with the same query and scope) is reused when given."""
+        request = replace(request.validated(), unit="records")
+        if lexical is None:
+            parts = hybrid_parts(self, request, vector, hydrate=False)
+            lexical = parts.lexical.hits
+            semantic, settings = parts.semantic, parts.fusion
+        else:
+            version = self.semantic.resolve_version(request.version_key)
+            semantic = self.semantic.search(version, request.query, request.scope, MAX_K, vector=vector)
+            settings = fusion_settings(version, request)
+        semantic = semantic.hits
+        return {
+            "lexical": lexical[: request.k],
+            "semantic": semantic[: request.k],
+            "hybrid": fuse(settings, [_copy(hit) for hit in lexical], [_copy(hit) for hit in semantic],
+                           page=request.k)[: request.k],
+            "lexical_depth": lexical,
+        }
+
+    def search(self, request: SearchRequest, *, vector: np.ndarray | None = None) -> SearchResponse:
+        """Answer `request`; `vector` is its query's vector under the version when the caller has it
+        (an evaluation encodes its queries in one batch)."""
         request = request.validated()
         mode = self.modes.get(request.mode)
         if mode is None:
             raise InvalidInput(f"mode {request.mode!r} is not one of {', '.join(self.modes)}")
         started = time.perf_counter()
-        response = mode.run(self, request)
+        response = mode.run(self, request, vector)
         response.meta.timings_ms["total"] = round(1000 * (time.perf_counter() - started), 2)
         return response
+
+
+def _copy(hit: Hit) -> Hit:
+    """A hit fusion may merge into without changing the original (fusion updates scores in place)."""
+    return replace(hit, scores=dict(hit.scores), ranks=dict(hit.ranks), matched_fields=list(hit.matched_fields))
 
 
 _searchers: weakref.WeakKeyDictionary[Database, Searcher] = weakref.WeakKeyDictionary()

@@ -17,7 +17,7 @@ import numpy as np
 from semindex.database import Database
 from semindex.encoders import load_encoder
 from semindex.errors import NotFound
-from semindex.search.engine import Candidate, NearestRequest, PlanKind, SemanticEngine, SemanticPlan
+from semindex.search.engine import Candidate, NearestRequest, PlanKind, SemanticEngine, SemanticPlan, best
 from semindex.search.engines import engines_for
 from semindex.search.fanout import SearchFanOut
 from semindex.search.hydration import chunk_details, hit_from
@@ -29,6 +29,10 @@ from semindex.search.sources import sources_in_scope
 from semindex.search.version_target import VersionTable
 from semindex.vectors.storage import storage_for
 from semindex.vectors.version import EmbeddingVersion, active_version, get_version
+
+
+# The most rows a widened walk asks each plan for before the records are answered exactly.
+MAX_CANDIDATES = 1000
 
 
 def overscan(k: int) -> int:
@@ -76,41 +80,57 @@ class SemanticSearch:
         encoder = load_encoder(version.encoder_spec)
         return self.cache.get(version.version_key, text, lambda: encoder.encode([text])[0])
 
-    def search(self, text: str, scope: Scope, k: int, version_key: str | None) -> SemanticResult:
-        version = self.resolve_version(version_key)
+    def search(self, version: EmbeddingVersion, text: str, scope: Scope, k: int, *, chunks: bool = False,
+               vector: np.ndarray | None = None) -> SemanticResult:
+        """The k nearest of `text` (its vector from the cache, or `vector` when the caller has it)."""
         started = time.perf_counter()
-        vector = self.query_vector(version, text)
+        vector = self.query_vector(version, text) if vector is None else vector
         encoded = time.perf_counter()
-        result = self.nearest_hits(version, vector, scope, k)
+        result = self.nearest_hits(version, vector, scope, k, chunks=chunks)
         result.timings_ms.update(encode=_ms(started, encoded), semantic=_ms(encoded, time.perf_counter()))
         return result
 
-    def nearest_hits(self, version: EmbeddingVersion, vector: np.ndarray, scope: Scope, k: int) -> SemanticResult:
-        """The k nearest chunks of the version to `vector` within `scope`, as hits."""
-        limit = overscan(k)
+    def nearest_hits(self, version: EmbeddingVersion, vector: np.ndarray, scope: Scope, k: int, *,
+                     chunks: bool = False) -> SemanticResult:
+        """The k records (or with `chunks`, chunks) of the version nearest to `vector` within `scope`,
+        as hits; k of them whenever k match."""
         storage = storage_for(self.db)
         engines = engines_for(version.ann_engine, storage)
         sources = [] if scope.unrestricted else sources_in_scope(self.db, scope, version)
         plans = plan_semantic(sources, unscoped=scope.unrestricted, record_keys=bool(scope.record_keys),
                               engines=engines, settings=self.settings)
         target = VersionTable(version, storage, scope)
-        answers = self.fanout.map(
-            lambda plan: nearest_never_short(
-                self.db,
-                NearestRequest(target, plan, vector, limit, self.settings.candidate_window, self.settings.max_ef_search),
-                engines.exact,
-            ),
-            plans,
-        )
+        per_record = not chunks
+
+        def run(plans: list[SemanticPlan], limit: int) -> list[tuple[list[Candidate], str]]:
+            return self.fanout.map(
+                lambda plan: nearest_never_short(self.db, NearestRequest(
+                    target, plan, vector, limit, self.settings.candidate_window, self.settings.max_ef_search,
+                    per_record=per_record,
+                ), engines.exact),
+                plans,
+            )
+
+        limit = overscan(k)
+        while True:
+            answers = run(plans, limit)
+            ranked = best([c for candidates, _ in answers for c in candidates], 10**9, per_record=per_record)
+            # A graph walk answers in rows; several may be one record's. Widen it until the rows hold
+            # k records, or every plan has returned all it has; past MAX_CANDIDATES, answer exactly.
+            exhausted = all(len(candidates) < limit for candidates, _ in answers)
+            if len(ranked) >= k or exhausted:
+                break
+            if limit >= MAX_CANDIDATES:
+                plans = [SemanticPlan(PlanKind.EXACT, engines.exact, plan.sources) for plan in plans]
+                answers = run(plans, overscan(k))
+                ranked = best([c for candidates, _ in answers for c in candidates], 10**9, per_record=per_record)
+                break
+            limit = min(MAX_CANDIDATES, limit * 4)
         labels: dict[str, str] = {}
-        merged: dict[int | str, Candidate] = {}
-        for plan, (candidates, label) in zip(plans, answers, strict=True):
+        for plan, (_, label) in zip(plans, answers, strict=True):
             labels.update(dict.fromkeys(plan.names, label))
-            for candidate in candidates:
-                merged.setdefault(candidate.key, candidate)
-        ranked = sorted(merged.values(), key=lambda candidate: candidate.order)[:limit]
-        # Hydrate before trimming to k, so a chunk deleted between the two reads does not shorten the page.
-        hits = self._hydrate(version, ranked)
+        # Hydrate a few more than the page, so a chunk deleted between the two reads does not shorten it.
+        hits = self._hydrate(version, ranked[: overscan(k)])
         result = SemanticResult(hits, version.version_key, labels)
         floor = version.thresholds.get("min_similarity")
         if floor is not None:
@@ -132,6 +152,7 @@ class SemanticSearch:
             distance = candidate.order[0]
             hit.scores = {"distance": distance, "semantic": version.metric.similarity(distance)}
             hit.ranks = {"semantic": len(hits) + 1}
+            hit.matched_fields = [detail.field]
             hits.append(hit)
         return hits
 

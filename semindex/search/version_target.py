@@ -31,7 +31,7 @@ class VersionTable:
     def _statement(self, name: str):
         return statement("search", name, vectors=self.version.vectors_table, operator=self.metric.sql_operator)
 
-    def nearest_statements(self, plan: SemanticPlan):
+    def nearest_statements(self, plan: SemanticPlan, per_record: bool = False):
         scoped = self._scoped()
         if plan.kind is PlanKind.GLOBAL:
             return [(self._statement("semantic_global_ann"), {})]
@@ -41,9 +41,10 @@ class VersionTable:
                 "instances": sorted({source.connector_instance_id for source in plan.sources}),
                 "streams": sorted({source.stream for source in plan.sources}),
             })]
-        name = "semantic_ann" if plan.kind is PlanKind.PARTIAL else "semantic_exact"
+        records = "_records" if per_record else ""
+        name = "semantic_ann" if plan.kind is PlanKind.PARTIAL else f"semantic_exact{records}"
         if not plan.sources:
-            return [(self._statement("semantic_exact_all"), scoped)]
+            return [(self._statement(f"semantic_exact_all{records}"), scoped)]
         return [
             (self._statement(name), {**scoped, "instance": source.connector_instance_id, "stream": source.stream})
             for source in plan.sources

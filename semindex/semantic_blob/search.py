@@ -53,7 +53,7 @@ class BlobTable:
     def _parts(self) -> dict:
         return {"table": self.state.table, "column": self.state.column, "dimensions": self.dimensions}
 
-    def nearest_statements(self, plan: SemanticPlan):
+    def nearest_statements(self, plan: SemanticPlan, per_record: bool = False):
         name = "search_exact" if plan.kind is PlanKind.EXACT else "search_ann"
         return [(statement("semantic_blob", name, **self._parts()), self.params)]
 
