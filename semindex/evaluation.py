@@ -13,15 +13,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from semindex import relevance_metrics
 from semindex.database import Database
 from semindex.embeddings import vector_count
 from semindex.encoders import load_encoder
 from semindex.judged_sets import JudgedSet, load_judged_sets
-from semindex.lifecycle import StoredEvaluation, record_evaluation
+from semindex.lifecycle import JUDGED_THRESHOLDS, StoredEvaluation, record_evaluation
 from semindex.quality import Verdict, check_parity, sample_percent
-from semindex.search import Searcher, searcher_for
+from semindex.search import Searcher, SearchRequest, searcher_for
 from semindex.sql_files import statement
 from semindex.stage_report import Markdown, StageReport
 from semindex.vectors.storage import storage_for
@@ -29,13 +30,13 @@ from semindex.vectors.version import EmbeddingVersion, active_version, get_versi
 
 log = logging.getLogger(__name__)
 
-# Threshold names in embedding_versions.toml and the summary keys they bound.
-JUDGED_THRESHOLD_KEYS = {"ndcg_at_10": "ndcg@10", "recall_at_10": "recall@10", "precision_at_10": "precision@10", "mrr": "mrr@10"}
+MODES = ("semantic", "lexical", "hybrid")
 DEFAULT_MAX_REGRESSION = 0.02
 DEFAULT_SHADOW_QUERIES = 50
 DEFAULT_HNSW_RECALL = 0.95
-# Chunks fetched per query: records have several chunks, and the metrics need 10 distinct records.
-CHUNK_DEPTH = 50
+# Records ranked per query: the metrics read 10; the shadow comparison's RBO reads deeper.
+RANKING_DEPTH = 20
+QUERIES_AT_ONCE = 4
 
 def hnsw_recall(
     db: Database,
@@ -101,18 +102,28 @@ def hnsw_recall(
 
 
 def judged_rankings(db: Database, version: EmbeddingVersion, judged_set: JudgedSet, *,
-                    searcher: Searcher | None = None) -> dict[str, list[str]]:
-    """Record keys ranked by the version for every query of the set, through the real search planner
-    (so the scope, the exact/ANN plans and the never-short fallback are what is measured)."""
+                    searcher: Searcher | None = None, lexical: dict | None = None) -> dict[str, dict]:
+    """Per mode, the record keys ranked for every query of the set by the search library (so the
+    scope, the plans, the never-short fallback and the version's fusion are what is measured); the
+    queries are encoded in one batch, and each is searched once lexically and once semantically."""
     searcher = searcher or searcher_for(db)
     encoder = load_encoder(version.encoder_spec)
     texts = [query.text for query in judged_set.queries]
     vectors = encoder.encode(texts) if texts else []
     scope = judged_set.search_scope()
-    rankings = {}
-    for query, vector in zip(judged_set.queries, vectors, strict=True):
-        hits = searcher.semantic.nearest_hits(version, vector, scope, CHUNK_DEPTH).hits
-        rankings[query.query_id] = [hit.record_key for hit in hits]
+    rankings: dict[str, dict] = {mode: {} for mode in (*MODES, "lexical_depth")}
+
+    def rank(item) -> dict[str, list]:
+        query, vector = item
+        request = SearchRequest(query.text, mode="hybrid", k=RANKING_DEPTH, scope=scope, version_key=version.version_key)
+        return searcher.rank_every_mode(request, vector=vector, lexical=(lexical or {}).get(query.query_id))
+
+    # A few queries at once: each waits on the database most of the time.
+    with ThreadPoolExecutor(max_workers=QUERIES_AT_ONCE, thread_name_prefix="semindex-evaluation") as pool:
+        for query, ranked in zip(judged_set.queries, pool.map(rank, zip(judged_set.queries, vectors)), strict=True):
+            for mode in MODES:
+                rankings[mode][query.query_id] = [hit.record_key for hit in ranked[mode]]
+            rankings["lexical_depth"][query.query_id] = ranked["lexical_depth"]  # hits, for reuse
     return rankings
 
 
@@ -132,20 +143,26 @@ def judged_coverage(db: Database, version: EmbeddingVersion, judged_set: JudgedS
     return found, len(relevant)
 
 
-def judged_scores(db: Database, version: EmbeddingVersion, sets: list[JudgedSet], *, k: int = 10) -> tuple[dict, dict]:
-    """Per set: the metric summary; and the rankings, for the shadow comparison."""
+def _summary(judged_set: JudgedSet, ranked: dict[str, list[str]], k: int) -> dict:
+    per_query = [
+        relevance_metrics.score_query(query.query_id, ranked[query.query_id], query.relevant, k=k)
+        for query in judged_set.queries
+    ]
+    return {name: round(value, 4) for name, value in relevance_metrics.summarize(per_query).items()}
+
+
+def judged_scores(db: Database, version: EmbeddingVersion, sets: list[JudgedSet], *, k: int = 10,
+                  lexical: dict | None = None) -> tuple[dict, dict]:
+    """Per set: the semantic ranking's summary at the top level, each mode's under "semantic",
+    "lexical" and "hybrid"; and the rankings per mode, for the shadow comparison (with the lexical
+    hits, which another version's evaluation may reuse as `lexical`)."""
     summaries, rankings = {}, {}
     for judged_set in sets:
         found, wanted = judged_coverage(db, version, judged_set)
-        ranked = judged_rankings(db, version, judged_set)
-        per_query = [
-            relevance_metrics.score_query(query.query_id, ranked[query.query_id], query.relevant, k=k)
-            for query in judged_set.queries
-        ]
-        summary = {name: round(value, 4) for name, value in relevance_metrics.summarize(per_query).items()}
-        summary["covered_relevant"] = found
-        summary["relevant"] = wanted
-        summaries[judged_set.name] = summary
+        reused = (lexical or {}).get(judged_set.name, {}).get("lexical_depth")
+        ranked = judged_rankings(db, version, judged_set, lexical=reused)
+        by_mode = {mode: _summary(judged_set, ranked[mode], k) for mode in MODES}
+        summaries[judged_set.name] = {**by_mode["semantic"], **by_mode, "covered_relevant": found, "relevant": wanted}
         rankings[judged_set.name] = ranked
     return summaries, rankings
 
@@ -173,7 +190,8 @@ def evaluate_version(
                 "in this version; ingest the judged documents (semindex.judged_sets.judged_document_paths())"
             )
         for threshold_key, floor in floors.get(name, {}).items():
-            value = summary[JUDGED_THRESHOLD_KEYS[threshold_key]]
+            mode, metric = JUDGED_THRESHOLDS[threshold_key]
+            value = summary[mode][metric]
             if value < floor:
                 failures.append(f"{name}: {threshold_key} {value:.4f} < {floor}")
     unknown_sets = sorted(set(floors) - set(judged))
@@ -218,18 +236,21 @@ def shadow_comparison(
         return {"active": None, "summary": "no other version is serving: nothing to compare"}
     sample_size = thresholds.get("shadow_queries", DEFAULT_SHADOW_QUERIES)
     max_regression = thresholds.get("max_regression", DEFAULT_MAX_REGRESSION)
-    active_judged, active_rankings = judged_scores(db, active, sets)
+    # Lexical ranking is the same for both versions: the candidate's is reused.
+    active_judged, active_rankings = judged_scores(db, active, sets, lexical=rankings)
     overlaps, rbos, per_set = [], [], {}
     for judged_set in sets:
         # A deterministic spread over each set, so repeated evaluations compare the same queries.
         share = sample_size // len(sets) if sample_size else 0
         sample = judged_set.queries[:: max(1, len(judged_set.queries) // share)][:share] if share else ()
-        ours, theirs = rankings[judged_set.name], active_rankings[judged_set.name]
+        ours, theirs = rankings[judged_set.name]["semantic"], active_rankings[judged_set.name]["semantic"]
         set_overlaps = [relevance_metrics.top_k_overlap(ours[q.query_id], theirs[q.query_id]) for q in sample]
         set_rbos = [relevance_metrics.rank_biased_overlap(ours[q.query_id], theirs[q.query_id]) for q in sample]
         overlaps += set_overlaps
         rbos += set_rbos
         candidate_ndcg, active_ndcg = judged[judged_set.name]["ndcg@10"], active_judged[judged_set.name]["ndcg@10"]
+        candidate_hybrid = judged[judged_set.name]["hybrid"]["ndcg@10"]
+        active_hybrid = active_judged[judged_set.name]["hybrid"]["ndcg@10"]
         per_set[judged_set.name] = {
             "queries": len(sample),
             "overlap@10": round(sum(set_overlaps) / len(set_overlaps), 4) if sample else None,
@@ -237,12 +258,17 @@ def shadow_comparison(
             "ndcg@10": candidate_ndcg,
             "active_ndcg@10": active_ndcg,
             "ndcg_delta": round(candidate_ndcg - active_ndcg, 4),
+            "hybrid_ndcg@10": candidate_hybrid,
+            "active_hybrid_ndcg@10": active_hybrid,
+            "hybrid_ndcg_delta": round(candidate_hybrid - active_hybrid, 4),
         }
-        if candidate_ndcg < active_ndcg - max_regression:
-            failures.append(
-                f"shadow: {judged_set.name} nDCG@10 {candidate_ndcg:.4f} regresses more than {max_regression} "
-                f"from the serving version {active.version_key!r} ({active_ndcg:.4f})"
-            )
+        # Semantic and hybrid rankings both serve users: neither may regress beyond the limit.
+        for what, candidate, serving in (("nDCG@10", candidate_ndcg, active_ndcg), ("hybrid nDCG@10", candidate_hybrid, active_hybrid)):
+            if candidate < serving - max_regression:
+                failures.append(
+                    f"shadow: {judged_set.name} {what} {candidate:.4f} regresses more than {max_regression} "
+                    f"from the serving version {active.version_key!r} ({serving:.4f})"
+                )
     overlap = round(sum(overlaps) / len(overlaps), 4) if overlaps else None
     rbo = round(sum(rbos) / len(rbos), 4) if rbos else None
     return {
@@ -259,9 +285,12 @@ def shadow_comparison(
 def judged_table(judged: dict) -> str:
     """The judged-set scores as a Markdown table."""
     sets = {name: summary for name, summary in judged.items() if "ndcg@10" in summary}
-    lines = ["| set | queries | nDCG@10 | recall@10 | precision@10 | MRR@10 |", "|---|---|---|---|---|---|"]
-    for name, s in sets.items():
-        lines.append(f"| {name} | {int(s['queries'])} | {s['ndcg@10']:.4f} | {s['recall@10']:.4f} | {s['precision@10']:.4f} | {s['mrr@10']:.4f} |")
+    lines = ["| set | mode | queries | nDCG@10 | recall@10 | precision@10 | MRR@10 |", "|---|---|---|---|---|---|---|"]
+    for name, summary in sets.items():
+        for mode in MODES:
+            s = summary.get(mode, summary)
+            lines.append(f"| {name} | {mode} | {int(s['queries'])} | {s['ndcg@10']:.4f} | {s['recall@10']:.4f} | "
+                         f"{s['precision@10']:.4f} | {s['mrr@10']:.4f} |")
     return "\n".join(lines)
 
 

@@ -35,6 +35,7 @@ from semindex.embeddings import check_encoder_dimensions
 from semindex.encoders import ENCODER_KINDS, EncoderSpec, encoder_display_name, encoder_revision, load_encoder, spec_from_name
 from semindex.errors import Conflict, InvalidInput, NotFound
 from semindex.search.engines import engine_named
+from semindex.search.fusion import FusionSettings
 from semindex.sql_files import statement
 from semindex.stage_report import StageReport
 from semindex.vectors.metric import METRIC_NAMES
@@ -143,7 +144,14 @@ def _declaration(path: Path, key: str, body) -> VersionDeclaration:
 
 
 # Gate metrics a version may set a floor for, per judged set; the other keys are single numbers.
-JUDGED_METRICS = ("ndcg_at_10", "recall_at_10", "precision_at_10", "mrr")
+# Floors a version may set per judged set: the name in the versions file -> the ranking (the version's
+# semantic or hybrid search; lexical ranking does not depend on the version) and the metric it bounds.
+JUDGED_THRESHOLDS = {
+    "ndcg_at_10": ("semantic", "ndcg@10"), "recall_at_10": ("semantic", "recall@10"),
+    "precision_at_10": ("semantic", "precision@10"), "mrr": ("semantic", "mrr@10"),
+    "hybrid_ndcg_at_10": ("hybrid", "ndcg@10"), "hybrid_recall_at_10": ("hybrid", "recall@10"),
+}
+JUDGED_METRICS = tuple(JUDGED_THRESHOLDS)
 THRESHOLD_NUMBERS = ("max_regression", "hnsw_recall", "min_similarity")
 THRESHOLD_COUNTS = ("shadow_queries",)
 
@@ -164,11 +172,15 @@ def validate_thresholds(thresholds, where: str) -> None:
                     _check_unit_number(floor, f"{where}: thresholds.judged.{set_name}.{metric}")
         elif name in THRESHOLD_NUMBERS:
             _check_unit_number(value, f"{where}: thresholds.{name}", allow_negative=name == "min_similarity")
+        elif name == "fusion":
+            if not isinstance(value, dict):
+                raise InvalidInput(f"{where}: thresholds.fusion must be a table (method, k, lexical_weight, semantic_weight)")
+            FusionSettings.from_mapping(value, f"{where}: thresholds.fusion")
         elif name in THRESHOLD_COUNTS:
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1000:
                 raise InvalidInput(f"{where}: thresholds.{name} must be a whole number from 0 to 1000, got {value!r}")
         else:
-            known = ", ".join(("judged", *THRESHOLD_NUMBERS, *THRESHOLD_COUNTS))
+            known = ", ".join(("judged", "fusion", *THRESHOLD_NUMBERS, *THRESHOLD_COUNTS))
             raise InvalidInput(f"{where}: unknown threshold {name!r}; known: {known}")
 
 

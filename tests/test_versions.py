@@ -153,7 +153,12 @@ def test_the_whole_lifecycle_from_registration_to_retirement(db, database_url, j
         scores = metadata(third, "retrieval_evaluation")["judged"]
         shadow = metadata(third, "retrieval_evaluation")["shadow"]
         assert scores["bbc-headline-body"]["ndcg@10"] >= 0.5
+        # Every mode is scored and stored in the verdict; lexical ranking is the version's too (BM25).
+        assert {"semantic", "lexical", "hybrid"} <= set(scores["bbc-headline-body"])
+        assert scores["bbc-headline-body"]["semantic"]["ndcg@10"] == scores["bbc-headline-body"]["ndcg@10"]
+        assert scores["bbc-headline-body"]["lexical"]["ndcg@10"] >= 0.85
         assert shadow["sets"]["bbc-headline-body"]["ndcg_delta"] > 0  # the real model beats feature hashing
+        assert "hybrid_ndcg_delta" in shadow["sets"]["bbc-headline-body"]
     assert served_version(db) == "minilm-v2"
     # An explicit version serves shadow queries against the one that is not serving.
     assert search(db, SearchRequest("election results", mode="semantic", k=3, version_key="tiny-v1")).meta.version == "tiny-v1"
@@ -191,6 +196,9 @@ def test_a_candidate_worse_than_the_serving_version_fails_the_shadow_gate(db, da
     regressed = [f for f in evaluation.failures if f.startswith("shadow:")]
     assert regressed and "regresses more than 0.02 from the serving version 'wide'" in regressed[0]
     assert evaluation.shadow["sets"]["bbc-headline-body"]["ndcg_delta"] < -0.02
+    # Its hybrid ranking is judged against the serving version's too, and refused for regressing.
+    hybrid_delta = evaluation.shadow["sets"]["bbc-headline-body"]["hybrid_ndcg_delta"]
+    assert (hybrid_delta < -0.02) == any("bbc-headline-body hybrid nDCG@10" in f for f in regressed), (hybrid_delta, regressed)
     assert 0 <= evaluation.shadow["rbo@10"] < 1
     assert served_version(db) == "wide"
 
