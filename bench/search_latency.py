@@ -30,6 +30,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_database import scopes_by_share, source_sizes  # noqa: E402
 from semindex import indexes, lifecycle, retained_size  # noqa: E402
 from semindex.database import Database, resolve_database_url  # noqa: E402
 from semindex.encoders import MINILM_ENCODER_NAME, load_encoder  # noqa: E402
@@ -40,20 +41,11 @@ from semindex.vectors.storage import storage_for  # noqa: E402
 from semindex.vectors.version import get_version  # noqa: E402
 
 DATABASE = "semindex_bench_search"
-# Thousands of rows per source, largest first; scaled to --rows.
-SHAPE = [300, 200, 100, 80, 60, 50, 40, 30, 25, 20, 20, 15, 12, 10, 8, 6, 5, 5, 4, 3.5, 3, 2, 1.5, 1]
 BASE_TEXTS = 20_000
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def source_sizes(rows: int) -> dict[str, int]:
-    total = sum(SHAPE)
-    sizes = {f"s{i:02d}": int(rows * share / total) for i, share in enumerate(SHAPE)}
-    sizes["s00"] += rows - sum(sizes.values())
-    return sizes
 
 
 def database_url(server_url: str) -> str:
@@ -176,19 +168,7 @@ def main() -> None:
     matrix, labels, sources = load_matrix(db, version)
     sizes = {s: int((labels == i).sum()) for i, s in enumerate(sources)}
     total = len(labels)
-    target_shares = {"0.1%": 0.001, "1%": 0.01, "10%": 0.10}
-    scopes: dict[str, tuple[str, ...]] = {}
-    for name, share in target_shares.items():
-        scopes[name] = (min(sizes, key=lambda s: abs(sizes[s] - share * total)),)
-    by_size = sorted(sizes, key=sizes.get, reverse=True)
-    half, running = [], 0
-    for source in by_size:
-        if running >= 0.5 * total:
-            break
-        half.append(source)
-        running += sizes[source]
-    scopes["50%"] = tuple(half)
-    scopes["100%"] = ()
+    scopes = scopes_by_share(sizes)
 
     encoder = load_encoder(MINILM_ENCODER_NAME)
     query_texts = [r["fields"]["text"] for r in iter_chitchat_messages(limit=BASE_TEXTS + 5000)][BASE_TEXTS:]
@@ -196,9 +176,9 @@ def main() -> None:
     searcher = Searcher(db)
     started = time.perf_counter()
     for text in query_texts:  # warm the query-vector cache; encode time is reported separately
-        searcher.query_vector(version, text)
+        searcher.semantic.query_vector(version, text)
     encode_ms = 1000 * (time.perf_counter() - started) / len(query_texts)
-    query_vectors = {t: searcher.query_vector(version, t) for t in query_texts}
+    query_vectors = {t: searcher.semantic.query_vector(version, t) for t in query_texts}
 
     results: dict = {"rows": total, "sources": len(sizes), "encode_ms_per_query": round(encode_ms, 1), "cells": {}}
     for name, instances in scopes.items():
