@@ -170,7 +170,6 @@ def main() -> None:
     total = len(labels)
     scopes = scopes_by_share(sizes)
 
-    encoder = load_encoder(MINILM_ENCODER_NAME)
     query_texts = [r["fields"]["text"] for r in iter_chitchat_messages(limit=BASE_TEXTS + 5000)][BASE_TEXTS:]
     query_texts = [t for t in query_texts if len(t) > 20][: args.queries]
     searcher = Searcher(db)

@@ -16,7 +16,6 @@ import itertools
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings

@@ -15,7 +15,6 @@ import psycopg
 from semindex.database import Database, open_database
 from semindex.embeddings import backfill
 from semindex.lifecycle import register_version
-from semindex.sql_files import statement
 from tests.conftest import sample_records, write_jsonl
 from tests.serving import serve
 
