@@ -27,10 +27,6 @@ class InvalidInput(SemindexError, ValueError):
 class NotFound(SemindexError, LookupError):
     """The named thing (a version, a file, a table) does not exist."""
 
-    def __str__(self) -> str:
-        # KeyError-like classes repr their argument; LookupError does not, but keep it plain.
-        return str(self.args[0]) if self.args else ""
-
 
 class Conflict(SemindexError, RuntimeError):
     """Refused by the current state: promote a failed version, retire the serving one, ..."""

@@ -62,10 +62,6 @@ class RetireRefused(Conflict):
     pass
 
 
-def versions_file() -> Path:
-    return settings.versions_file()
-
-
 DECLARATION_KEYS = {"encoder", "dimensions", "metric", "revision", "chunking", "thresholds", "promotion", "description", "ann_engine"}
 
 
@@ -85,7 +81,7 @@ class VersionDeclaration:
 
 def load_declarations(path: Path | None = None) -> dict[str, VersionDeclaration]:
     """Every version the file declares, validated; errors name the file, the version and the field."""
-    path = path or versions_file()
+    path = path or settings.versions_file()
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -293,7 +289,7 @@ def ensure_registered(db: Database, version_key: str) -> EmbeddingVersion:
     declared = load_declarations()
     if version_key not in declared:
         raise NotFound(
-            f"embedding version {version_key!r} is neither registered nor declared in {versions_file()} "
+            f"embedding version {version_key!r} is neither registered nor declared in {settings.versions_file()} "
             f"(declared: {', '.join(declared) or 'none'})"
         )
     return register_declared(db, declared[version_key])

@@ -185,7 +185,8 @@ def command_versions_list(args: argparse.Namespace) -> int:
 
 def command_versions_register(args: argparse.Namespace) -> int:
     from semindex.database import open_database
-    from semindex.lifecycle import load_declarations, register_declared, versions_file
+    from semindex.lifecycle import load_declarations, register_declared
+    from semindex.settings import versions_file
 
     path = Path(args.file) if args.file else versions_file()
     declared = load_declarations(path)

@@ -28,10 +28,6 @@ def engine_named(name: str) -> SemanticEngine:
         raise InvalidInput(f"ANN engine {name!r} is not one of {', '.join(sorted(_ENGINES))}") from None
 
 
-def engine_names() -> tuple[str, ...]:
-    return tuple(sorted(_ENGINES))
-
-
 def exact_engine(storage: VectorStorage) -> SemanticEngine:
     """pgvector's exact SQL where the vector type exists, the scan otherwise."""
     return PGVECTOR if PGVECTOR.serves(storage) else SCAN

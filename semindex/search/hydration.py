@@ -38,9 +38,10 @@ def chunk_details(db: Database, chunk_ids: Sequence[int]) -> dict[int, ChunkDeta
 
 
 def hit_from(detail: ChunkDetail, snippet: str | None = None) -> Hit:
+    """A hit at this chunk (any row with ChunkDetail's place fields will do: a lexical page row too)."""
     return Hit(
         detail.connector_id, detail.connector_instance_id, detail.stream, detail.record_key, detail.field,
-        detail.chunk_no, snippet or cut_snippet(detail.content), chunk_id=detail.chunk_id,
+        detail.chunk_no, cut_snippet(detail.content) if snippet is None else snippet, chunk_id=detail.chunk_id,
     )
 
 

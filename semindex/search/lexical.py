@@ -34,6 +34,7 @@ from psycopg.rows import class_row
 from semindex.database import Database
 from semindex.errors import InvalidInput
 from semindex.search.fanout import SearchFanOut
+from semindex.search.hydration import hit_from
 from semindex.search.query import ParsedQuery, parse_query
 from semindex.search.request import SearchRequest
 from semindex.search.response import Hit, LexicalMeta
@@ -292,11 +293,10 @@ class LexicalSearch:
         hits = []
         for row in rows:
             record = scores[row.record_id]
-            hits.append(Hit(
-                row.connector_id, row.connector_instance_id, row.stream, row.record_key, row.field, row.chunk_no,
-                row.snippet, scores={"lexical": float(record.score)}, chunk_id=row.chunk_id,
-                matched_fields=[name for name, _ in record.fields], record_id=row.record_id,
-            ))
+            hit = hit_from(row, row.snippet)
+            hit.scores, hit.record_id = {"lexical": float(record.score)}, row.record_id
+            hit.matched_fields = [name for name, _ in record.fields]
+            hits.append(hit)
         return hits
 
 

@@ -7,7 +7,7 @@ Every bad value is refused with InvalidInput naming the parameter and the value.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 from semindex.errors import InvalidInput
 from semindex.search.fusion import FUSERS
@@ -153,5 +153,3 @@ def parse_request(values: Mapping[str, object]) -> SearchRequest:
         scope[name] = value
     return SearchRequest(scope=Scope(**scope), **scalars).validated()
 
-
-REQUEST_FIELDS = tuple(field.name for field in fields(SearchRequest))

@@ -111,10 +111,15 @@ class SemanticSearch:
                 plans,
             )
 
+        def merged(answers) -> list[Candidate]:
+            """Every plan's candidates in the total order (each record's first only, for records)."""
+            rows = [candidate for candidates, _ in answers for candidate in candidates]
+            return best(rows, len(rows), per_record=per_record)
+
         limit = overscan(k)
         while True:
             answers = run(plans, limit)
-            ranked = best([c for candidates, _ in answers for c in candidates], 10**9, per_record=per_record)
+            ranked = merged(answers)
             # A graph walk answers in rows; several may be one record's. Widen it until the rows hold
             # k records, or every plan has returned all it has; past MAX_CANDIDATES, answer exactly.
             exhausted = all(len(candidates) < limit for candidates, _ in answers)
@@ -123,7 +128,7 @@ class SemanticSearch:
             if limit >= MAX_CANDIDATES:
                 plans = [SemanticPlan(PlanKind.EXACT, engines.exact, plan.sources) for plan in plans]
                 answers = run(plans, overscan(k))
-                ranked = best([c for candidates, _ in answers for c in candidates], 10**9, per_record=per_record)
+                ranked = merged(answers)
                 break
             limit = min(MAX_CANDIDATES, limit * 4)
         labels: dict[str, str] = {}

@@ -32,7 +32,7 @@ from semindex.semantic_blob.table import (
 )
 from semindex.sql_files import statement
 from semindex.vectors.metric import METRICS
-from semindex.vectors.storage import JSONB, PGVECTOR as PGVECTOR_STORAGE
+from semindex.vectors.storage import storage_named
 
 MAX_K = 1000
 # A JSONB text that is a flat array of JSON numbers and nothing else (no strings, null, true, [..]).
@@ -110,7 +110,7 @@ def search_blob(
     dimensions = int(query.size)
     with db.connection() as conn:
         state = inspect(conn, table, dimensions, column, index_name)
-    storage = PGVECTOR_STORAGE if state.column_type == "vector" else JSONB
+    storage = storage_named(state.column_type)  # the adopted column's own type: vector, or still jsonb
     exact = exact_engine(storage)
     kind = PlanKind.EXACT
     if storage.ann_indexes and not params["record_keys"] and dimensions <= MAX_HNSW_DIMENSIONS and state.index_valid:

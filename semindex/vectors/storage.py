@@ -28,8 +28,7 @@ from semindex.errors import Conflict
 from semindex.sql_files import statement
 from semindex.vectors.version import EmbeddingVersion
 
-# Columns of a version table, in COPY order; the embedding comes last.
-VERSION_ROW_COLUMNS = ("chunk_id", "connector_instance_id", "stream", "record_key", "field", "content_sha256")
+# COPY types of a version table's columns before the embedding (see copy_version_rows).
 VERSION_ROW_TYPES = ("int8", "text", "text", "text", "text", "bytea")
 
 
@@ -133,6 +132,11 @@ JSONB = VectorStorage(JSONB_MODE, False, "create_table_jsonb", "create_staging_j
 _BY_MODE = {storage.mode: storage for storage in (PGVECTOR, JSONB)}
 
 
+def storage_named(mode: str) -> VectorStorage:
+    """The storage whose embedding column type is `mode` ("vector" or "jsonb")."""
+    return _BY_MODE[mode]
+
+
 def storage_for(db: Database) -> VectorStorage:
     """This database's storage, probed once per Database and cached there."""
-    return _BY_MODE[db.vector_mode or db.probe_vector_mode()]
+    return storage_named(db.vector_mode or db.probe_vector_mode())
