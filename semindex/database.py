@@ -127,7 +127,11 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 class Database:
     """A pool of connections to one semindex database."""
 
-    def __init__(self, url: str, *, max_connections: int = 8, bootstrap: bool = True) -> None:
+    def __init__(self, url: str, *, max_connections: int = 8, bootstrap: bool = True,
+                 pool_timeout: float = 30.0, check_connections: bool = False) -> None:
+        """`pool_timeout`: how long a caller waits for a connection before Unavailable (a service
+        answers 503 sooner than a batch job gives up). `check_connections`: test each connection as
+        it leaves the pool, so one broken by a server restart is replaced instead of failing a request."""
         self.url = url
         # "vector" or "jsonb" once bootstrap (or probe_vector_mode) has looked; None before.
         self.vector_mode: str | None = None
@@ -145,6 +149,8 @@ class Database:
             configure=_register_vector_type,
             open=True,
             name="semindex",
+            timeout=pool_timeout,
+            check=ConnectionPool.check_connection if check_connections else None,
         )
 
     @contextlib.contextmanager
@@ -160,6 +166,10 @@ class Database:
         with psycopg.connect(self.url, autocommit=True) as conn, self._plain_errors():
             _register_vector_type(conn)
             yield conn
+
+    def pool_stats(self) -> dict[str, int]:
+        """The pool's counters since the last call (psycopg_pool's pop_stats: requests queued, wait ms...)."""
+        return self._pool.pop_stats()
 
     def close(self) -> None:
         self._pool.close()

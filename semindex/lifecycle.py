@@ -34,12 +34,13 @@ from semindex.database import Database
 from semindex.embeddings import check_encoder_dimensions
 from semindex.encoders import ENCODER_KINDS, EncoderSpec, encoder_display_name, encoder_revision, load_encoder, spec_from_name
 from semindex.errors import Conflict, InvalidInput, NotFound
+from semindex.indexes import index_validity
 from semindex.search.engines import engine_named
 from semindex.search.fusion import FusionSettings
 from semindex.sql_files import statement
 from semindex.stage_report import StageReport
 from semindex.vectors.metric import METRIC_NAMES
-from semindex.vectors.version import EmbeddingVersion, find_version, get_version
+from semindex.vectors.version import EmbeddingVersion, active_version, find_version, get_version
 
 DEFAULT_VERSION_KEY = "minilm-l6-v2"
 PROMOTION_MODES = ("auto", "manual")
@@ -505,3 +506,18 @@ class VersionListing:
 def list_versions(db: Database) -> list[VersionListing]:
     with db.connection() as conn:
         return conn.cursor(row_factory=class_row(VersionListing)).execute(statement("versions", "listing")).fetchall()
+
+
+def serving_facts(db: Database) -> dict | None:
+    """What a client may know of the serving version (the HTTP service's discovery document): its
+    model, dimensions, metric and index state (`built`: its HNSW index is valid; `building`: an
+    index build is under way; `stale`: no index, so searches scan exactly). None: nothing serves."""
+    version = active_version(db)
+    if version is None:
+        return None
+    valid = index_validity(db, [version.hnsw_index_name])[version.hnsw_index_name]
+    return {
+        "version": version.version_key, "model": encoder_display_name(version.encoder_spec),
+        "dimensions": version.dimensions, "distance_metric": version.distance_metric,
+        "index_state": {True: "built", False: "building", None: "stale"}[valid],
+    }

@@ -10,6 +10,10 @@ parser that refuses a bad value by naming it.
   SEMINDEX_BACKFILL_BACKOFF_SECONDS  first wait before a failed backfill is retried (default 60)
   SEMINDEX_MIGRATION_BATCH_SIZE      rows per blob-migration batch (default 50,000)
   SEMINDEX_MIGRATION_MAINTENANCE_WORK_MEM  memory for the blob index build (default 256MB)
+  SEMINDEX_CURSOR_SECRET       key that signs the HTTP service's cursors (default: a random one per
+                               `semindex serve`, shared by its workers)
+  SEMINDEX_SNAPSHOT_DIR        where the HTTP service keeps cursor snapshots, shared by its workers
+                               (default: a folder per `semindex serve` under SEMINDEX_HOME/run)
 """
 
 from __future__ import annotations
@@ -130,3 +134,23 @@ def memory_size(value, name: str) -> str:
     if not 1024 <= kilobytes <= 2_147_483_647:
         raise InvalidInput(f"{name}={value!r} must be between 1MB and 2147483647kB")
     return f"{match.group(1)}{match.group(2) or 'kB'}"
+
+
+def cursor_secret() -> bytes | None:
+    """The key that signs cursors; None when unset (`semindex serve` then makes one for its workers)."""
+    value = _raw("SEMINDEX_CURSOR_SECRET")
+    if value is None:
+        return None
+    if len(value) < 16:
+        raise InvalidInput(f"SEMINDEX_CURSOR_SECRET is {len(value)} characters; use at least 16 random ones")
+    return value.encode("utf-8")
+
+
+def snapshot_dir() -> Path | None:
+    """SEMINDEX_SNAPSHOT_DIR when set (created when missing)."""
+    value = _raw("SEMINDEX_SNAPSHOT_DIR")
+    if value is None:
+        return None
+    path = Path(value)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

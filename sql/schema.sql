@@ -217,3 +217,36 @@ SELECT coalesce((SELECT semindex.tsquery_or(q) FROM (
     && coalesce((SELECT semindex.tsquery_and(!! phraseto_tsquery('simple', x)) FROM unnest(excluded) AS x
                  WHERE numnode(phraseto_tsquery('simple', x)) > 0), ''::tsquery)
 $$;
+
+-- A grant's rules inside its sources (semindex.search.request.Scope), checked in every search
+-- statement before any matching or ranking. Fields per stream: a stream in rule_streams is seen
+-- only in its listed (stream, field) pairs, joined by U+001F; other streams in every field. Inlined
+-- by the planner (a single expression).
+CREATE OR REPLACE FUNCTION semindex.field_granted(row_stream text, row_field text, rule_streams text[], rule_pairs text[])
+RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN cardinality(rule_streams) = 0 OR row_stream <> ALL(rule_streams) OR (row_stream || chr(31) || row_field) = ANY(rule_pairs);
+-- A time range on the record's updated_at (what the HTTP routes call emitted_at), half-open.
+-- Callers skip it when both ends are NULL; otherwise one unique-key lookup per candidate row.
+CREATE OR REPLACE FUNCTION semindex.updated_within(row_instance text, row_stream text, row_key text,
+                                                   since timestamptz, until timestamptz)
+RETURNS boolean LANGUAGE sql STABLE PARALLEL SAFE AS $$
+SELECT EXISTS (SELECT 1 FROM semindex.raw_records AS r
+               WHERE r.connector_instance_id = row_instance AND r.stream = row_stream AND r.record_key = row_key
+                 AND NOT r.deleted
+                 AND (since IS NULL OR r.updated_at >= since) AND (until IS NULL OR r.updated_at < until))
+$$;
+
+-- Bearer tokens of the HTTP service (semindex.access): only a SHA-256 of each token is kept (tokens
+-- are 256 random bits, so a fast hash is enough). An owner token sees everything; a client token
+-- sees what its grant allows (its JSON form, semindex.access.Grant). Revocation is a timestamp.
+CREATE TABLE IF NOT EXISTS semindex.api_tokens (
+    token_id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    token_sha256  bytea NOT NULL UNIQUE,
+    label         text NOT NULL,
+    owner         boolean NOT NULL,
+    grant_scope   jsonb,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    expires_at    timestamptz,
+    revoked_at    timestamptz,
+    CHECK (owner = (grant_scope IS NULL))
+);

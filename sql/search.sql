@@ -46,6 +46,9 @@ WITH scoped AS MATERIALIZED (
     FROM {vectors}
     WHERE connector_instance_id = %(instance)s AND stream = %(stream)s
       AND (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
+      AND semindex.field_granted(stream, field, %(rule_streams)s::text[], %(rule_pairs)s::text[])
+      AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL
+           OR semindex.updated_within(connector_instance_id, stream, record_key, %(since)s, %(until)s))
       AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]))
 )
 SELECT chunk_id AS key, record_key, field, distance, %(instance)s AS connector_instance_id, %(stream)s AS stream
@@ -59,6 +62,9 @@ WITH scoped AS MATERIALIZED (
     FROM {vectors}
     WHERE connector_instance_id = %(instance)s AND stream = %(stream)s
       AND (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
+      AND semindex.field_granted(stream, field, %(rule_streams)s::text[], %(rule_pairs)s::text[])
+      AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL
+           OR semindex.updated_within(connector_instance_id, stream, record_key, %(since)s, %(until)s))
       AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]))
 ), nearest AS (
     SELECT DISTINCT ON (record_key) chunk_id, record_key, field, distance
@@ -76,6 +82,9 @@ WITH scoped AS MATERIALIZED (
     SELECT chunk_id, connector_instance_id, stream, record_key, field, embedding {operator} %(query)s AS distance
     FROM {vectors}
     WHERE (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
+      AND semindex.field_granted(stream, field, %(rule_streams)s::text[], %(rule_pairs)s::text[])
+      AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL
+           OR semindex.updated_within(connector_instance_id, stream, record_key, %(since)s, %(until)s))
       AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]))
 )
 SELECT chunk_id AS key, record_key, field, distance, connector_instance_id, stream
@@ -88,6 +97,9 @@ WITH scoped AS MATERIALIZED (
     SELECT chunk_id, connector_instance_id, stream, record_key, field, embedding {operator} %(query)s AS distance
     FROM {vectors}
     WHERE (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
+      AND semindex.field_granted(stream, field, %(rule_streams)s::text[], %(rule_pairs)s::text[])
+      AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL
+           OR semindex.updated_within(connector_instance_id, stream, record_key, %(since)s, %(until)s))
       AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]))
 ), nearest AS (
     SELECT DISTINCT ON (connector_instance_id, stream, record_key) chunk_id, connector_instance_id, stream, record_key, field, distance
@@ -106,6 +118,9 @@ SELECT chunk_id AS key, record_key, field, embedding {operator} %(query)s AS dis
 FROM {vectors}
 WHERE connector_instance_id = %(instance)s AND stream = %(stream)s
   AND (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
+  AND semindex.field_granted(stream, field, %(rule_streams)s::text[], %(rule_pairs)s::text[])
+  AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL
+       OR semindex.updated_within(connector_instance_id, stream, record_key, %(since)s, %(until)s))
 ORDER BY embedding {operator} %(query)s
 LIMIT %(limit)s;
 
@@ -117,6 +132,9 @@ SELECT chunk_id AS key, record_key, field, embedding {operator} %(query)s AS dis
 FROM {vectors}
 WHERE connector_instance_id = ANY(%(instances)s::text[]) AND stream = ANY(%(streams)s::text[])
   AND (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
+  AND semindex.field_granted(stream, field, %(rule_streams)s::text[], %(rule_pairs)s::text[])
+  AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL
+       OR semindex.updated_within(connector_instance_id, stream, record_key, %(since)s, %(until)s))
 ORDER BY embedding {operator} %(query)s
 LIMIT %(limit)s;
 
@@ -134,6 +152,9 @@ SELECT chunk_id AS key, record_key, field, embedding::text AS embedding, connect
 FROM {vectors}
 WHERE connector_instance_id = %(instance)s AND stream = %(stream)s
   AND (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
+  AND semindex.field_granted(stream, field, %(rule_streams)s::text[], %(rule_pairs)s::text[])
+  AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL
+       OR semindex.updated_within(connector_instance_id, stream, record_key, %(since)s, %(until)s))
   AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]));
 
 -- name: scan_all
@@ -141,11 +162,16 @@ WHERE connector_instance_id = %(instance)s AND stream = %(stream)s
 SELECT chunk_id AS key, record_key, field, embedding::text AS embedding, connector_instance_id, stream
 FROM {vectors}
 WHERE (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
+  AND semindex.field_granted(stream, field, %(rule_streams)s::text[], %(rule_pairs)s::text[])
+  AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL
+       OR semindex.updated_within(connector_instance_id, stream, record_key, %(since)s, %(until)s))
   AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]));
 
 -- name: chunk_details
-SELECT chunk_id, connector_id, connector_instance_id, stream, record_key, field, chunk_no, content
-FROM semindex.chunks WHERE chunk_id = ANY(%s);
+SELECT c.chunk_id, c.connector_id, c.connector_instance_id, c.stream, c.record_key, c.field, c.chunk_no, c.content,
+       r.updated_at
+FROM semindex.chunks AS c JOIN semindex.raw_records AS r USING (record_id)
+WHERE c.chunk_id = ANY(%s);
 
 -- name: lexical_settings
 -- Parallel workers need /dev/shm and died on broad terms in small containers (SQLSTATE 53100).
@@ -217,6 +243,9 @@ WITH terms AS (
       -- Checked on the candidates, not through the index: only the window's terms are looked up.
       AND coalesce(d.document @@ %(match)s::tsquery, false)
       AND (cardinality(%(fields)s::text[]) = 0 OR d.field = ANY(%(fields)s::text[]))
+      AND semindex.field_granted(d.stream, d.field, %(rule_streams)s::text[], %(rule_pairs)s::text[])
+      AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL
+           OR semindex.updated_within(d.connector_instance_id, d.stream, d.record_key, %(since)s, %(until)s))
       AND (cardinality(%(record_keys)s::text[]) = 0 OR d.record_key = ANY(%(record_keys)s::text[]))
     LIMIT %(cap)s
 )
@@ -238,14 +267,15 @@ WITH page AS (
     SELECT %(highlight)s::tsquery AS tsq
 ), best AS (
     SELECT DISTINCT ON (c.record_id) c.record_id, c.chunk_id, c.connector_id, c.connector_instance_id, c.stream,
-           c.record_key, c.field, c.chunk_no, c.content
+           c.record_key, c.field, c.chunk_no, c.content, r.updated_at
     FROM semindex.chunks AS c
+    JOIN semindex.raw_records AS r USING (record_id)
     JOIN page AS p ON p.record_id = c.record_id AND p.field = c.field
     CROSS JOIN query
     ORDER BY c.record_id, ts_rank_cd(c.document, query.tsq) DESC, c.chunk_no
 )
 SELECT b.record_id, b.chunk_id, b.connector_id, b.connector_instance_id, b.stream, b.record_key, b.field, b.chunk_no,
-       ts_headline('simple', b.content, query.tsq, 'MaxFragments=1, MaxWords=35, MinWords=12') AS snippet
+       b.updated_at, ts_headline('simple', b.content, query.tsq, 'MaxFragments=1, MaxWords=35, MinWords=12, StartSel=<mark>, StopSel=</mark>') AS snippet
 FROM best AS b CROSS JOIN query;
 
 -- name: lexical_chunks
@@ -257,10 +287,15 @@ WITH records AS (
     SELECT %(match)s::tsquery AS tsq
 )
 SELECT c.record_id, c.chunk_id, c.connector_id, c.connector_instance_id, c.stream, c.record_key, c.field, c.chunk_no,
-       ts_headline('simple', c.content, query.tsq, 'MaxFragments=1, MaxWords=35, MinWords=12') AS snippet
+       raw.updated_at, ts_headline('simple', c.content, query.tsq, 'MaxFragments=1, MaxWords=35, MinWords=12, StartSel=<mark>, StopSel=</mark>') AS snippet
 FROM semindex.chunks AS c
 JOIN records AS r USING (record_id)
+JOIN semindex.raw_records AS raw USING (record_id)
 CROSS JOIN query
 WHERE c.field = ANY(%(fields)s::text[]) AND c.document @@ query.tsq
 ORDER BY r.record_rank, ts_rank_cd(c.document, query.tsq) DESC, c.chunk_no
 LIMIT %(limit)s;
+
+-- name: connection_exists
+-- Whether any source of this connection (connector instance) holds data: an unknown one is a 404.
+SELECT EXISTS (SELECT 1 FROM semindex.retained_size_projection WHERE connector_instance_id = %(instance)s);

@@ -234,7 +234,7 @@ def test_lexical_ranking_is_windowed_for_a_very_common_term_and_exact_for_record
     assert common.meta.lexical.windowed_sources == ["chat-busy/messages"]
     assert common.meta.lexical.ranking == "truncated" and common.meta.lexical.matched_exact is False
     assert all(hit.ranks["lexical"] == rank for rank, hit in enumerate(common.hits, start=1))
-    assert all("<b>" in hit.snippet.lower() for hit in common.hits)
+    assert all("<mark>" in hit.snippet.lower() for hit in common.hits)
 
     exact = searcher.search(SearchRequest("the", mode="lexical", k=10, scope=Scope(record_keys=("sport/001",))))
     assert exact.meta.lexical == LexicalMeta(windowed=False, windowed_sources=[], candidate_window=None, path="exact",
@@ -357,7 +357,7 @@ def test_the_exact_path_never_walks_an_hnsw_graph(synthetic_db):
         with db.connection() as conn:
             plan = "\n".join(row[0] for row in conn.execute(
                 psycopg_sql.SQL("EXPLAIN ") + exact,
-                {"query": query, "instance": instance, "stream": "s", "fields": [], "record_keys": [], "limit": 25},
+                {"query": query, "instance": instance, "stream": "s", **Scope().sql_params(), "limit": 25},
             ))
         assert "hnsw" not in plan.lower(), plan
 
@@ -368,4 +368,4 @@ def test_unscoped_lexical_search_is_one_windowed_query_over_every_source(corpus_
     assert len(response.hits) == 30
     scores = [hit.scores["lexical"] for hit in response.hits]
     assert scores == sorted(scores, reverse=True)
-    assert all("<b>" in hit.snippet.lower() for hit in response.hits)
+    assert all("<mark>" in hit.snippet.lower() for hit in response.hits)

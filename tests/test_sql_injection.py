@@ -381,7 +381,7 @@ def test_searching_the_payload_named_hot_source_uses_its_partial_index_and_stays
         query = searcher.semantic.query_vector(version, "football guitar copper")
         plan = "\n".join(row[0] for row in conn.execute(
             sql.SQL("EXPLAIN ") + statement("search", "semantic_ann", vectors=version.vectors_table, operator=sql.SQL("<=>")),
-            {"query": query, "instance": instance, "stream": stream, "fields": [], "record_keys": [], "limit": semantic_overscan(20)},
+            {"query": query, "instance": instance, "stream": stream, **Scope().sql_params(), "limit": semantic_overscan(20)},
         ))
     assert f"Index Scan using {index_name}" in plan, plan
     assert snapshot(db) == before

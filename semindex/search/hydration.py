@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from psycopg.rows import class_row
 
@@ -24,6 +25,7 @@ class ChunkDetail:
     field: str
     chunk_no: int
     content: str
+    updated_at: datetime
 
 
 def chunk_details(db: Database, chunk_ids: Sequence[int]) -> dict[int, ChunkDetail]:
@@ -42,6 +44,7 @@ def hit_from(detail: ChunkDetail, snippet: str | None = None) -> Hit:
     return Hit(
         detail.connector_id, detail.connector_instance_id, detail.stream, detail.record_key, detail.field,
         detail.chunk_no, cut_snippet(detail.content) if snippet is None else snippet, chunk_id=detail.chunk_id,
+        updated_at=detail.updated_at,
     )
 
 

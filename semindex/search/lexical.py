@@ -28,6 +28,7 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from psycopg.rows import class_row
 
@@ -112,6 +113,7 @@ class PageRow:
     record_key: str
     field: str
     chunk_no: int
+    updated_at: datetime
     snippet: str
 
 
@@ -173,7 +175,7 @@ class LexicalSearch:
         }
         base = {
             "lexemes": list(idf), "idfs": list(idf.values()), "match": texts.match,
-            "fields": list(scope.fields), "record_keys": list(scope.record_keys),
+            **scope.sql_params(),
             "k1": self.bm25.k1, "b": self.bm25.b, "average_length": total.tokens / total.documents,
         }
         ranked = self.fanout.map(lambda plan: self._rank(plan, texts, base), plans)
@@ -197,6 +199,8 @@ class LexicalSearch:
             ranking=max(rankings, key=_RANKING_ORDER.index),
             matched=matched,
             matched_exact=not windowed,
+            matched_records=len(records),
+            sources_searched=len(statistics),
         )
         if chunks:
             hits = self._chunk_hits(records, texts, k)
@@ -278,7 +282,7 @@ class LexicalSearch:
             row = rows.get(hit.record_id)
             if row is not None:
                 hit.connector_id, hit.field, hit.chunk_no, hit.chunk_id = row.connector_id, row.field, row.chunk_no, row.chunk_id
-                hit.snippet = row.snippet
+                hit.snippet, hit.updated_at = row.snippet, row.updated_at
             if hit.chunk_id:
                 hydrated.append(hit)
         return hydrated

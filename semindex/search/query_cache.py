@@ -26,6 +26,8 @@ class QueryVectorCache:
         self._in_flight: dict[tuple[str, str], Future] = {}
         self._lock = threading.Lock()
         self._generation = None
+        # Told of every lookup (True: answered from the cache), e.g. to count hits in a metric.
+        self.on_lookup: Callable[[bool], None] | None = None
 
     def get(self, version_key: str, text: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
         key = (version_key, text)
@@ -33,7 +35,14 @@ class QueryVectorCache:
             entry = self._entries.get(key)
             if entry is not None and self._clock() - entry[0] < self.ttl_seconds:
                 self._entries.move_to_end(key)
-                return entry[1]
+                hit = entry[1]
+            else:
+                hit = None
+        if self.on_lookup is not None:
+            self.on_lookup(hit is not None)
+        if hit is not None:
+            return hit
+        with self._lock:
             waiting = self._in_flight.get(key)
             if waiting is None:
                 waiting = Future()

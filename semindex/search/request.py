@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from semindex.errors import InvalidInput
 from semindex.search.fusion import FUSERS
@@ -18,18 +19,39 @@ LEXICAL_WINDOW_RANGE = (100, 10_000)
 UNITS = ("records", "chunks")
 
 
+# Joins a stream and a field in the (stream, field) pairs of a per-stream field rule (sql/schema.sql,
+# semindex.field_granted): a character no connector puts in a stream or field name.
+PAIR_SEPARATOR = "\x1f"
+
+
 @dataclass(frozen=True)
 class Scope:
-    """What a search may see; every path applies it in the database. Empty means no restriction."""
+    """What a search may see; every path applies it in the database, before any matching. Empty
+    means no restriction. The last two come from an access grant (semindex.access): fields per
+    stream (a listed stream is seen only in its listed fields) and a half-open range on the record's
+    updated_at."""
 
     connector_instance_ids: tuple[str, ...] = ()
     streams: tuple[str, ...] = ()
     fields: tuple[str, ...] = ()
     record_keys: tuple[str, ...] = ()
+    stream_fields: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    updated_since: datetime | None = None
+    updated_until: datetime | None = None
 
     @property
     def unrestricted(self) -> bool:
-        return not (self.connector_instance_ids or self.streams or self.fields or self.record_keys)
+        return not (self.connector_instance_ids or self.streams or self.fields or self.record_keys
+                    or self.stream_fields or self.updated_since or self.updated_until)
+
+    def sql_params(self) -> dict:
+        """The bind parameters every scoped search statement takes (sql/search.sql)."""
+        return {
+            "fields": list(self.fields), "record_keys": list(self.record_keys),
+            "rule_streams": [stream for stream, _ in self.stream_fields],
+            "rule_pairs": [f"{stream}{PAIR_SEPARATOR}{name}" for stream, names in self.stream_fields for name in names],
+            "since": self.updated_since, "until": self.updated_until,
+        }
 
     @property
     def names_sources(self) -> bool:

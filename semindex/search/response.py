@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Hit:
     chunk_id: int = 0  # 0: not hydrated yet (a lexical record ranked but not on the page)
     matched_fields: list[str] = field(default_factory=list)  # the record's fields that matched, best first
     record_id: int = 0
+    updated_at: datetime | None = None  # the record's, once hydrated
 
     @property
     def distance(self) -> float:
@@ -36,7 +38,9 @@ class Hit:
         return (self.connector_instance_id, self.stream, self.record_key)
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in ("chunk_id", "record_id")}
+        values = {k: v for k, v in asdict(self).items() if k not in ("chunk_id", "record_id")}
+        values["updated_at"] = self.updated_at.isoformat() if self.updated_at else None
+        return values
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ class LexicalMeta:
     ranking: str = "complete"
     matched: int = 0  # matching documents (record fields) seen
     matched_exact: bool = True  # whether `matched` is every match (else a lower bound)
+    matched_records: int = 0  # the records those documents belong to (every matching record when matched_exact)
+    sources_searched: int = 0  # sources of the scope holding documents, each searched
 
 
 @dataclass

@@ -18,6 +18,7 @@ from semindex.errors import InvalidInput
 from semindex.search.fanout import SearchFanOut, default_fanout
 from semindex.search.fusion import FusionSettings, fuse
 from semindex.search.lexical import LexicalResult, LexicalSearch
+from semindex.search.ranking import RANKING_DEPTH, Ranking
 from semindex.search.planner import PlannerSettings
 from semindex.search.query import parse_query
 from semindex.search.query_cache import QueryVectorCache
@@ -38,6 +39,14 @@ class SearchMode(Protocol):
 class LexicalMode:
     name = "lexical"
 
+    def ranking(self, searcher: Searcher, request: SearchRequest, depth: int) -> Ranking:
+        """The request's records ranked `depth` deep, hydrated a page at a time (Ranking.page)."""
+        if not parse_query(request.query).searchable:
+            raise InvalidInput(f"the query {request.query[:80]!r} has no word to search for once punctuation and operators are set aside")
+        result = searcher.lexical.search(replace(request, unit="records"), k=depth, hydrate=False)
+        meta = ResponseMeta(request.mode, request.k, lexical=result.meta, timings_ms={"lexical": result.milliseconds})
+        return Ranking(result.hits, meta, result.texts)
+
     def run(self, searcher: Searcher, request: SearchRequest, vector: np.ndarray | None = None) -> SearchResponse:
         if not parse_query(request.query).searchable:
             raise InvalidInput(f"the query {request.query[:80]!r} has no word to search for once punctuation and operators are set aside")
@@ -49,6 +58,13 @@ class LexicalMode:
 
 class SemanticMode:
     name = "semantic"
+
+    def ranking(self, searcher: Searcher, request: SearchRequest, depth: int) -> Ranking:
+        version = searcher.semantic.resolve_version(request.version_key)
+        result = searcher.semantic.search(version, request.query, request.scope, depth)
+        meta = ResponseMeta(request.mode, request.k, version=result.version, semantic_plans=result.plans,
+                            below_min_similarity=result.below_min_similarity, timings_ms=result.timings_ms)
+        return Ranking(result.hits, meta)
 
     def run(self, searcher: Searcher, request: SearchRequest, vector: np.ndarray | None = None) -> SearchResponse:
         version = searcher.semantic.resolve_version(request.version_key)
@@ -167,6 +183,30 @@ class Searcher:
                            page=request.k)[: request.k],
             "lexical_depth": lexical,
         }
+
+    def ranking(self, request: SearchRequest, depth: int = RANKING_DEPTH) -> Ranking:
+        """The request's records ranked up to `depth` deep, for paging (a cursor's snapshot): the
+        modes that define `ranking` (lexical and semantic) have it; Ranking.page hydrates a page."""
+        request = replace(request.validated(), unit="records")
+        mode = self.modes.get(request.mode)
+        if mode is None:
+            raise InvalidInput(f"mode {request.mode!r} is not one of {', '.join(self.modes)}")
+        if not hasattr(mode, "ranking"):
+            raise InvalidInput(f"mode {request.mode!r} has no deep ranking (no cursor); ask for at most {MAX_K} hits")
+        if not 1 <= depth <= RANKING_DEPTH:
+            raise InvalidInput(f"depth={depth} must be between 1 and {RANKING_DEPTH}")
+        started = time.perf_counter()
+        ranking = mode.ranking(self, request, depth)
+        ranking.meta.timings_ms["total"] = round(1000 * (time.perf_counter() - started), 2)
+        return ranking
+
+    def page(self, ranking: Ranking, offset: int, limit: int) -> list[Hit]:
+        """Hits offset+1 .. offset+limit of a ranking, hydrated (lexical records get their best chunk
+        and highlighted snippet now; a record deleted since the ranking drops out)."""
+        hits = ranking.hits[offset: offset + limit + 10]
+        if ranking.texts is not None:
+            hits = self.lexical.hydrate(hits, ranking.texts)
+        return hits[:limit]
 
     def search(self, request: SearchRequest, *, vector: np.ndarray | None = None) -> SearchResponse:
         """Answer `request`; `vector` is its query's vector under the version when the caller has it

@@ -23,3 +23,8 @@ def sources_in_scope(db: Database, scope: Scope, version: EmbeddingVersion | Non
                 "streams": list(scope.streams),
             },
         ).fetchall()
+
+
+def connection_exists(db: Database, connector_instance_id: str) -> bool:
+    with db.connection() as conn:
+        return conn.execute(statement("search", "connection_exists"), {"instance": connector_instance_id}).fetchone()[0]

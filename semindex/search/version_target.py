@@ -26,7 +26,7 @@ class VersionTable:
         self.dimensions = version.dimensions
 
     def _scoped(self) -> dict:
-        return {"fields": list(self.scope.fields), "record_keys": list(self.scope.record_keys)}
+        return self.scope.sql_params()
 
     def _statement(self, name: str):
         return statement("search", name, vectors=self.version.vectors_table, operator=self.metric.sql_operator)
