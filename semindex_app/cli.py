@@ -15,6 +15,9 @@ examples:
   semindex ingest mail.jsonl            add records, then `semindex run` to index them
   semindex search "train delays" --k 5  hybrid (lexical + semantic) search; --mode to pick one
   semindex dev                          Dagster UI and daemon on the same database
+  semindex tokens create --owner --label me        a token that searches everything (shown once)
+  semindex tokens create --label crm --grant '{"streams": ["messages"], "since": "2026-01-01T00:00:00Z"}'
+  DATABASE_URL=<reader's url> semindex serve --port 8080   the search HTTP service (/docs teaches it)
   semindex versions list                embedding versions, which one serves, their verdicts
   semindex versions register mpnet-base-v2 && semindex versions backfill mpnet-base-v2
                                         build a new version beside the serving one, gated
@@ -161,6 +164,69 @@ def command_search(args: argparse.Namespace) -> int:
         _print_hits(response.hits)
         meta = response.meta
         print(f"\nplans: {meta.semantic_plans}  lexical: {meta.lexical}  timings (ms): {meta.timings_ms}")
+    return 0
+
+
+def command_serve(args: argparse.Namespace) -> int:
+    from semindex_app.service.serve import serve
+
+    if not 1 <= args.workers <= 64:
+        print(f"semindex serve: --workers {args.workers} must be between 1 and 64", file=sys.stderr)
+        return 2
+    serve(args.host, args.port, args.workers)
+    return 0
+
+
+def command_tokens_create(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from semindex.access import create_token, parse_grant
+    from semindex.database import open_database
+    from semindex.errors import InvalidInput
+
+    if args.owner == (args.grant is not None):
+        raise InvalidInput("give exactly one of --owner (searches everything) or --grant JSON (a client's scope)")
+    grant = None if args.owner else parse_grant(args.grant)
+    expires = None
+    if args.expires:
+        try:
+            expires = datetime.fromisoformat(args.expires.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidInput(f"--expires {args.expires!r} is not an ISO 8601 time (e.g. 2027-01-01T00:00:00Z)") from None
+    token, row = create_token(open_database(), args.label, grant=grant, expires_at=expires)
+    if args.json:
+        print(json.dumps({"token": token, "token_id": row.token_id, "label": row.label, "owner": row.owner,
+                          "grant": row.grant_scope, "expires_at": row.expires_at}, default=str))
+    else:
+        print(token)
+        print(f"token {row.token_id} ({row.label}, {'owner' if row.owner else 'grant ' + json.dumps(row.grant_scope)}): "
+              "shown once, only its hash is stored", file=sys.stderr)
+    return 0
+
+
+def command_tokens_list(args: argparse.Namespace) -> int:
+    from semindex.access import list_tokens
+    from semindex.database import open_database
+
+    rows = list_tokens(open_database())
+    if args.json:
+        print(json.dumps([row.__dict__ | {"state": row.state} for row in rows], default=str, indent=2))
+        return 0
+    if not rows:
+        print("no tokens yet: semindex tokens create --owner --label NAME")
+    for row in rows:
+        scope = "owner" if row.owner else json.dumps(row.grant_scope)
+        expiry = f" expires {row.expires_at:%Y-%m-%d %H:%M}" if row.expires_at else ""
+        print(f"{row.token_id:>4}  {row.state:<8} {row.label:<20} {scope}{expiry}")
+    return 0
+
+
+def command_tokens_revoke(args: argparse.Namespace) -> int:
+    from semindex.access import revoke_token
+    from semindex.database import open_database
+
+    row = revoke_token(open_database(), args.token_id)
+    print(f"token {row.token_id} ({row.label}) revoked at {row.revoked_at:%Y-%m-%d %H:%M:%S %Z}")
     return 0
 
 
@@ -432,6 +498,45 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a hit is a record (its best chunk gives the snippet) or a chunk (default: %(default)s)")
     search.add_argument("--json", action="store_true", help="print hits and meta as JSON")
     search.set_defaults(handler=command_search)
+
+    serve = verbs.add_parser(
+        "serve",
+        help="the search HTTP service (FastAPI under uvicorn)",
+        description="Serve search over HTTP: the reference server's GET /v1/search, /v1/search/semantic and "
+        "/v1/search/hybrid, semindex's POST /v1/query, a search page at /, /docs, /livez, /readyz and "
+        "/metrics. It only reads: run it with the reader role's DATABASE_URL. Clients send "
+        "`Authorization: Bearer <token>` (semindex tokens create).",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default: %(default)s)")
+    serve.set_defaults(handler=command_serve)
+
+    tokens = verbs.add_parser("tokens", help="bearer tokens of the HTTP service",
+                              description="Create, list and revoke the HTTP service's bearer tokens (run with the "
+                              "writer's DATABASE_URL). A token is shown once; only its SHA-256 is stored.")
+    tokens_verbs = tokens.add_subparsers(dest="tokens_verb", required=True, metavar="VERB")
+    create = tokens_verbs.add_parser(
+        "create", help="a new token: --owner, or --grant JSON",
+        description="A new token, printed once on stdout. --owner searches everything; --grant limits a "
+        "client to a scope, applied before any matching. Grant keys (all optional): connections, streams "
+        "(lists of names), fields ({stream: [field, ...]}), since and until (ISO 8601 times on the record's "
+        "updated_at, half-open), record_keys (a list).",
+        epilog="example: semindex tokens create --label crm-app --grant "
+        "'{\"connections\": [\"gmail-ann\"], \"streams\": [\"messages\"], \"fields\": {\"messages\": [\"subject\"]}}'",
+    )
+    create.add_argument("--label", required=True, help="who or what the token is for")
+    create.add_argument("--owner", action="store_true", help="a token that searches everything")
+    create.add_argument("--grant", help="a client token's grant, as JSON")
+    create.add_argument("--expires", help="when the token stops working (ISO 8601, with a time zone)")
+    create.add_argument("--json", action="store_true", help="print the token and its row as JSON")
+    create.set_defaults(handler=command_tokens_create)
+    token_list = tokens_verbs.add_parser("list", help="every token: id, state, label, grant")
+    token_list.add_argument("--json", action="store_true")
+    token_list.set_defaults(handler=command_tokens_list)
+    revoke = tokens_verbs.add_parser("revoke", help="revoke a token (takes effect on its next request)")
+    revoke.add_argument("token_id", type=int, help="the id `semindex tokens list` shows")
+    revoke.set_defaults(handler=command_tokens_revoke)
     return parser
 
 

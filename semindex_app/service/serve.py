@@ -1,0 +1,57 @@
+"""Run the service under uvicorn: the shared secrets and folders every worker needs, set in the
+environment before any worker starts, and the log format (every line names its request)."""
+
+from __future__ import annotations
+
+import logging.config
+import os
+import secrets
+import shutil
+
+import uvicorn
+
+from semindex import settings
+from semindex.database import redact, resolve_database_url
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "semindex_app.service.app.RequestIdFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]}},
+    "loggers": {
+        "semindex": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        "uvicorn.error": {"level": "INFO"},
+    },
+}
+
+
+def prepare_environment() -> dict[str, str]:
+    """What the workers share: the cursor key, the snapshot folder, the metrics folder (fresh: the
+    multi-process metrics of an earlier run must not be summed into this one's)."""
+    run = settings.semindex_home() / "run" / f"serve-{os.getpid()}"
+    shared = {}
+    if settings.cursor_secret() is None:
+        shared["SEMINDEX_CURSOR_SECRET"] = secrets.token_urlsafe(32)
+    if settings.snapshot_dir() is None:
+        shared["SEMINDEX_SNAPSHOT_DIR"] = str(run / "snapshots")
+    metrics_dir = run / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    shared["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    os.environ.update(shared)
+    return shared
+
+
+def serve(host: str, port: int, workers: int) -> None:
+    prepare_environment()
+    url = resolve_database_url()
+    # Every worker resolves the same URL (the embedded server's, when DATABASE_URL is unset).
+    os.environ["DATABASE_URL"] = url
+    logging.config.dictConfig(LOGGING)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"semindex serve: http://{shown}:{port}  (API docs: http://{shown}:{port}/docs; "
+          f"{workers} worker{'s' if workers > 1 else ''}; database {redact(url)})", flush=True)
+    uvicorn.run("semindex_app.service.app:create_app", factory=True, host=host, port=port, workers=workers,
+                log_config=LOGGING, access_log=False, timeout_graceful_shutdown=10)
