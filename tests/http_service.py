@@ -34,15 +34,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def indexed_database(server_url: str, folder: Path, per_stream: int = 10) -> tuple[str, Database]:
-    """A fresh database holding `per_stream` sample records of each of the 7 streams, chunked,
-    embedded by a 64-d hashing version that serves, indexed and projected."""
+def indexed_database(server_url: str, folder: Path, per_stream: int = 10,
+                     records: list[dict] | None = None) -> tuple[str, Database]:
+    """A fresh database holding `records` (default: `per_stream` sample records of each of the 7
+    streams), chunked, embedded by a 64-d hashing version that serves, indexed and projected."""
     name = f"http_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = _database_url(server_url, name)
     db = open_database(url)
-    raw_records.ingest_file(db, write_jsonl(folder / "records.jsonl", sample_records(per_stream=per_stream)))
+    raw_records.ingest_file(db, write_jsonl(folder / "records.jsonl", records or sample_records(per_stream=per_stream)))
     chunks.sync_chunks(db, ChunkingParameters())
     version = lifecycle.register_version(db, VERSION_KEY, "hashing-64", 64)
     embeddings.backfill(db, version)

@@ -220,7 +220,8 @@ def _result(hit: Hit, mode: str) -> dict:
     }
     if mode == "hybrid":
         scores = {kind: score for kind in ("lexical", "semantic") if (score := _score(kind, hit)) is not None}
-        result.update(retrieval_mode="hybrid", retrieval_sources=["lexical", "semantic"], scores=scores)
+        # The sources that found this record (a record only one of them found has only its score).
+        result.update(retrieval_mode="hybrid", retrieval_sources=list(scores), scores=scores)
     else:
         result["score"] = _score(mode, hit)
     return result
@@ -250,8 +251,10 @@ async def lexical(request: Request, q: _Q, limit: _LIMIT = None, cursor: _CURSOR
                   connection_id: _CONNECTION = None, connector_instance_id: _ALIAS = None,
                   who: Caller = Depends(caller)) -> dict:
     """Records ranked by BM25 over their fields, one hit per record, with a `<mark>`ed snippet.
-    `meta` discloses recall: `count` (records), `count_accuracy` (`exact` when every match was
-    ranked, else `lower_bound`) and `recall` (whether the ranking saw every match or a candidate window)."""
+    `meta` discloses recall: `count` (matching records), `count_accuracy` (`exact` when every match
+    was ranked, else `lower_bound`) and `recall`: whether the ranking saw every match or a candidate
+    window (`candidate_window_limit` per source), `ranked_candidate_count` (the record fields ranked;
+    a record matches in one or more fields), `sources_searched_count`."""
     return await _answer("lexical", request, who)
 
 
@@ -271,7 +274,8 @@ async def hybrid(request: Request, q: _Q, limit: _LIMIT = None, streams: _STREAM
     """Both modes, 100 records deep each, fused by the serving version's declared method (by default
     a z-score blend, 0.45 lexical / 0.55 semantic, measured on the judged sets). This differs from the
     reference server's round-robin interleave: ranks differ, and there is no fused score; each hit
-    carries both unfused scores in `scores`. No cursor."""
+    carries its unfused scores in `scores` and the sources that found it in `retrieval_sources`.
+    One page, no cursor: `has_more` is always false."""
     return await _answer("hybrid", request, who)
 
 
