@@ -73,7 +73,7 @@ class RunningService:
 
     def client(self, token: str | None = None, **options) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=60, **options)
+        return httpx.Client(base_url=self.base_url, headers=headers, **{"timeout": 60, **options})
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -228,6 +228,36 @@ def test_the_writer_keeps_dagster_storage_in_the_same_database(deployment):
     assert owners == {deployment["writer"]}
 
 
+def test_the_http_service_runs_as_the_reader_and_no_route_writes(deployment, tmp_path):
+    from semindex.access import Grant, create_token
+    from semindex.database import open_database
+    from tests.http_service import running_service
+    from tests.serving import serve
+
+    writer_db = open_database(deployment["writer_url"])
+    if lifecycle.serving_facts(writer_db) is None:
+        serve(writer_db, VERSION_KEY)  # the service searches the serving version
+    owner, _ = create_token(writer_db, "roles owner")
+    client_token, _ = create_token(writer_db, "roles client", grant=Grant(streams=("sport",)))
+    before = snapshot(deployment["admin_db"])
+    with running_service(deployment["reader_url"], tmp_path / "home") as service:
+        with service.client(owner) as client:
+            for route in ("/v1/search", "/v1/search/semantic", "/v1/search/hybrid"):
+                body = client.get(route, params={"q": "the", "limit": 5}).json()
+                assert len(body["data"]) == 5, body
+                if body.get("next_cursor"):
+                    assert client.get(route, params={"q": "the", "limit": 5, "cursor": body["next_cursor"]}).status_code == 200
+                for method in ("POST", "PUT", "PATCH", "DELETE"):
+                    assert client.request(method, route, params={"q": "the"}).status_code == 405
+            assert client.post("/v1/query", json={"q": "the", "mode": "hybrid", "version": VERSION_KEY}).status_code == 200
+            for path in ("/", "/livez", "/readyz", "/metrics", "/docs", "/openapi.json", "/.well-known/oauth-protected-resource"):
+                assert client.get(path).status_code == 200, path
+        with service.client(client_token) as client:
+            assert {h["stream"] for h in client.get("/v1/search", params={"q": "the"}).json()["data"]} == {"sport"}
+        assert "permission denied" not in service.log()
+    assert snapshot(deployment["admin_db"]) == before  # nothing any route did wrote a row
+
+
 def test_the_search_command_runs_as_the_reader(deployment, monkeypatch, capsys):
     from semindex_app.cli import main
 
