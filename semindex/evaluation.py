@@ -24,6 +24,7 @@ from semindex.lifecycle import JUDGED_THRESHOLDS, StoredEvaluation, record_evalu
 from semindex.quality import Verdict, check_parity, sample_percent
 from semindex.search import Searcher, SearchRequest, searcher_for
 from semindex.sql_files import statement
+from semindex.shadow_traffic import live_traffic
 from semindex.stage_report import Markdown, StageReport
 from semindex.vectors.storage import storage_for
 from semindex.vectors.version import EmbeddingVersion, active_version, get_version
@@ -271,6 +272,11 @@ def shadow_comparison(
                 )
     overlap = round(sum(overlaps) / len(overlaps), 4) if overlaps else None
     rbo = round(sum(rbos) / len(rbos), 4) if rbos else None
+    # What the search service mirrored to this version from real queries (reported, not gated).
+    live = live_traffic(db, version.version_key)
+    live_summary = "; live traffic: " + ", ".join(
+        f"{mode} {figures['queries']} queries, overlap {figures['overlap@10']}, RBO {figures['rbo@10']}"
+        for mode, figures in live.items()) if live else ""
     return {
         "active": active.version_key,
         "queries": len(overlaps),
@@ -278,7 +284,8 @@ def shadow_comparison(
         "rbo@10": rbo,
         "max_regression": max_regression,
         "sets": per_set,
-        "summary": f"{len(overlaps)} queries, top-10 overlap {overlap}, RBO {rbo}",
+        "live_traffic": live,
+        "summary": f"{len(overlaps)} judged queries, top-10 overlap {overlap}, RBO {rbo}{live_summary}",
     }
 
 

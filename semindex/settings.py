@@ -12,6 +12,9 @@ parser that refuses a bad value by naming it.
   SEMINDEX_MIGRATION_MAINTENANCE_WORK_MEM  memory for the blob index build (default 256MB)
   SEMINDEX_CURSOR_SECRET       key that signs the HTTP service's cursors (default: a random one per
                                `semindex serve`, shared by its workers)
+  SEMINDEX_SHADOW_DATABASE_URL a URL that may insert into semindex.shadow_observations (the writer's):
+                               set, the HTTP service mirrors live queries to candidate versions
+  SEMINDEX_SHADOW_SAMPLE_RATE  share of live semantic and hybrid queries mirrored (default 0.1)
   SEMINDEX_SNAPSHOT_DIR        where the HTTP service keeps cursor snapshots, shared by its workers
                                (default: a folder per `semindex serve` under SEMINDEX_HOME/run)
 """
@@ -154,3 +157,20 @@ def snapshot_dir() -> Path | None:
     path = Path(value)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def shadow_database_url() -> str | None:
+    return _raw("SEMINDEX_SHADOW_DATABASE_URL")
+
+
+def shadow_sample_rate() -> float:
+    value = _raw("SEMINDEX_SHADOW_SAMPLE_RATE")
+    if value is None:
+        return 0.1
+    try:
+        rate = float(value)
+    except ValueError:
+        raise InvalidInput(f"SEMINDEX_SHADOW_SAMPLE_RATE={value!r} is not a number between 0 and 1") from None
+    if not 0 <= rate <= 1:
+        raise InvalidInput(f"SEMINDEX_SHADOW_SAMPLE_RATE={value!r} must be between 0 and 1")
+    return rate

@@ -233,10 +233,15 @@ def command_tokens_revoke(args: argparse.Namespace) -> int:
 def command_versions_list(args: argparse.Namespace) -> int:
     from semindex.database import open_database
     from semindex.lifecycle import list_versions
+    from semindex.shadow_traffic import live_traffic
 
-    rows = list_versions(open_database())
+    db = open_database()
+    rows = list_versions(db)
+    # Live shadow traffic (queries the search service mirrored) of the versions that do not serve.
+    live = {row.version_key: live_traffic(db, row.version_key) for row in rows if not row.active}
     if args.json:
-        print(json.dumps([row.__dict__ | {"role": row.role} for row in rows], default=str, indent=2))
+        print(json.dumps([row.__dict__ | {"role": row.role, "live_traffic": live.get(row.version_key, {})} for row in rows],
+                         default=str, indent=2))
         return 0
     if not rows:
         print("no embedding versions registered: `semindex versions register KEY` or `semindex run`")
@@ -246,6 +251,9 @@ def command_versions_list(args: argparse.Namespace) -> int:
               f"promotion {row.promotion}, verdict {verdict}")
         for failure in row.failures or []:
             print(f"{'':<30}- {failure}")
+        for mode, figures in live.get(row.version_key, {}).items():
+            print(f"{'':<30}live {mode} traffic vs the serving version: {figures['queries']} queries, "
+                  f"top-10 overlap {figures['overlap@10']}, RBO {figures['rbo@10']} (since {figures['since'][:16]})")
     return 0
 
 

@@ -250,3 +250,18 @@ CREATE TABLE IF NOT EXISTS semindex.api_tokens (
     revoked_at    timestamptz,
     CHECK (owner = (grant_scope IS NULL))
 );
+
+-- Live shadow traffic (semindex.shadow_traffic): a sample of the search service's semantic and hybrid
+-- queries run again on a candidate version after the answer was sent, compared with what the
+-- serving version answered. The query itself is not kept, only its hash.
+CREATE TABLE IF NOT EXISTS semindex.shadow_observations (
+    observation_id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    version_id          bigint NOT NULL REFERENCES semindex.embedding_versions (version_id) ON DELETE CASCADE,
+    serving_version_id  bigint NOT NULL REFERENCES semindex.embedding_versions (version_id) ON DELETE CASCADE,
+    mode                text NOT NULL,
+    query_sha256        bytea NOT NULL,
+    overlap_at_10       double precision NOT NULL,
+    rbo_at_10           double precision NOT NULL,
+    observed_at         timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS shadow_observations_version ON semindex.shadow_observations (version_id, serving_version_id);

@@ -31,6 +31,7 @@ from semindex.database import Database, redact, resolve_database_url
 from semindex.encoders import load_encoder
 from semindex.errors import SemindexError
 from semindex.search import Searcher
+from semindex.shadow_traffic import ShadowMirror, ShadowSettings
 from semindex.vectors.version import active_version
 from semindex_app.service import compatible, metrics, native, page
 from semindex_app.service.cursors import CursorCodec, SnapshotStore
@@ -51,6 +52,8 @@ class ServiceConfig:
     cursor_secret: bytes
     snapshot_dir: Path
     max_connections: int = 16
+    shadow_database_url: str | None = None  # None: no shadow traffic
+    shadow_sample_rate: float = 0.1
 
     @classmethod
     def from_environment(cls) -> ServiceConfig:
@@ -61,7 +64,8 @@ class ServiceConfig:
             # serve` sets both before starting workers, so every worker shares them.
             secret = secret or secrets.token_bytes(32)
             folder = folder or settings.semindex_home() / "run" / f"snapshots-{secrets.token_hex(4)}"
-        return cls(resolve_database_url(), secret, folder)
+        return cls(resolve_database_url(), secret, folder, shadow_database_url=settings.shadow_database_url(),
+                   shadow_sample_rate=settings.shadow_sample_rate())
 
 
 class RequestIdFilter(logging.Filter):
@@ -85,12 +89,24 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         state.searcher.cache.on_lookup = lambda hit: metrics.CACHE.labels("hit" if hit else "miss").inc()
         state.snapshots = SnapshotStore(config.snapshot_dir)
         state.cursors = CursorCodec(config.cursor_secret)
+        state.mirror = None
+        if config.shadow_database_url:
+            state.shadow_db = Database(config.shadow_database_url, bootstrap=False, max_connections=2, pool_timeout=5.0,
+                                       check_connections=True)
+            state.mirror = ShadowMirror(lambda search_request: state.searcher.search(search_request).hits, state.db,
+                                        state.shadow_db, ShadowSettings(sample_rate=config.shadow_sample_rate),
+                                        on_event=lambda event: metrics.SHADOW.labels(event).inc())
+            log.info("shadow traffic: %.0f%% of semantic and hybrid queries mirrored to candidate versions, stored through %s",
+                     100 * config.shadow_sample_rate, redact(config.shadow_database_url))
         state.encoder_ready = threading.Event()
         threading.Thread(target=_warm_encoder, args=(state,), name="semindex-encoder-warmup", daemon=True).start()
         log.info("serving %s", redact(config.database_url))
         try:
             yield
         finally:
+            if state.mirror is not None:
+                state.mirror.close()
+                state.shadow_db.close()
             await state.async_pool.close()
             state.db.close()
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from semindex.access import Caller
@@ -25,6 +25,7 @@ from semindex.search.sources import connection_exists
 from semindex.search import Hit, Scope, SearchRequest
 from semindex.search.ranking import RANKING_DEPTH, Ranking
 from semindex.search.response import LexicalMeta
+from semindex.shadow_traffic import DEPTH as SHADOW_DEPTH
 from semindex_app.service import metrics
 from semindex_app.service.auth import caller
 from semindex_app.service.cursors import CursorPosition, InvalidCursor, binding
@@ -132,19 +133,19 @@ class Searches:
                 return None, [], {}
             response = searcher.search(request)
             metrics.record_plans(query.mode, response.meta)
-            return None, response.hits, {}
+            return None, response.hits, {"version": response.meta.version}
         if scope is None:
             return None, [], {"lexical": LexicalMeta(False, [], None, "exact", "exact", 0, True)}
         ranking = searcher.ranking(request, RANKING_DEPTH)
         metrics.record_plans(query.mode, ranking.meta)
-        return ranking, searcher.page(ranking, 0, query.limit), {"lexical": ranking.meta.lexical}
+        return ranking, searcher.page(ranking, 0, query.limit), {"lexical": ranking.meta.lexical, "version": ranking.meta.version}
 
 
 def _search_params(request: Request) -> list[tuple[str, str]]:
     return list(request.query_params.multi_items())
 
 
-async def _answer(mode: str, request: Request, who: Caller) -> dict:
+async def _answer(mode: str, request: Request, who: Caller, background: BackgroundTasks) -> dict:
     state = request.app.state
     query = CompatibleQuery.parse(mode, _search_params(request))
     works = Searches(state)
@@ -167,6 +168,11 @@ async def _answer(mode: str, request: Request, who: Caller) -> dict:
         ranking, hits, extra = await run_in_threadpool(works.first_page, query, scope)
         offset = 0
         lexical_meta = extra.get("lexical")
+        if state.mirror is not None and scope is not None:
+            # Shadow traffic: offered once the response is sent (a non-blocking put on a bounded queue).
+            served = [hit.record for hit in (ranking.hits if ranking is not None else hits)][:SHADOW_DEPTH]
+            background.add_task(state.mirror.offer, SearchRequest(query.q, mode=mode, k=SHADOW_DEPTH, scope=scope),
+                                served, extra.get("version"))
     next_offset = offset + query.limit
     has_more = ranking is not None and len(ranking.hits) > next_offset
     body: dict = {"object": "list", "url": ROUTES[mode], "has_more": has_more,
@@ -247,7 +253,7 @@ _EXAMPLE = {"object": "list", "url": "/v1/search", "has_more": True, "next_curso
 
 
 @router.get("/v1/search", summary="Lexical search (BM25)", responses={200: {"content": {"application/json": {"example": _EXAMPLE}}}})
-async def lexical(request: Request, q: _Q, limit: _LIMIT = None, cursor: _CURSOR = None, streams: _STREAMS = None,
+async def lexical(request: Request, background: BackgroundTasks, q: _Q, limit: _LIMIT = None, cursor: _CURSOR = None, streams: _STREAMS = None,
                   connection_id: _CONNECTION = None, connector_instance_id: _ALIAS = None,
                   who: Caller = Depends(caller)) -> dict:
     """Records ranked by BM25 over their fields, one hit per record, with a `<mark>`ed snippet.
@@ -255,20 +261,20 @@ async def lexical(request: Request, q: _Q, limit: _LIMIT = None, cursor: _CURSOR
     was ranked, else `lower_bound`) and `recall`: whether the ranking saw every match or a candidate
     window (`candidate_window_limit` per source), `ranked_candidate_count` (the record fields ranked;
     a record matches in one or more fields), `sources_searched_count`."""
-    return await _answer("lexical", request, who)
+    return await _answer("lexical", request, who, background)
 
 
 @router.get("/v1/search/semantic", summary="Semantic search (the serving embedding version)")
-async def semantic(request: Request, q: _Q, limit: _LIMIT = None, cursor: _CURSOR = None, streams: _STREAMS = None,
+async def semantic(request: Request, background: BackgroundTasks, q: _Q, limit: _LIMIT = None, cursor: _CURSOR = None, streams: _STREAMS = None,
                    connection_id: _CONNECTION = None, connector_instance_id: _ALIAS = None,
                    who: Caller = Depends(caller)) -> dict:
     """Records nearest in meaning, one per record (its nearest chunk, verbatim as the snippet); the
     score is the version's distance. Whenever `limit` records match, `limit` come back."""
-    return await _answer("semantic", request, who)
+    return await _answer("semantic", request, who, background)
 
 
 @router.get("/v1/search/hybrid", summary="Hybrid search (lexical and semantic, fused)")
-async def hybrid(request: Request, q: _Q, limit: _LIMIT = None, streams: _STREAMS = None,
+async def hybrid(request: Request, background: BackgroundTasks, q: _Q, limit: _LIMIT = None, streams: _STREAMS = None,
                  connection_id: _CONNECTION = None, connector_instance_id: _ALIAS = None,
                  who: Caller = Depends(caller)) -> dict:
     """Both modes, 100 records deep each, fused by the serving version's declared method (by default
@@ -276,7 +282,7 @@ async def hybrid(request: Request, q: _Q, limit: _LIMIT = None, streams: _STREAM
     reference server's round-robin interleave: ranks differ, and there is no fused score; each hit
     carries its unfused scores in `scores` and the sources that found it in `retrieval_sources`.
     One page, no cursor: `has_more` is always false."""
-    return await _answer("hybrid", request, who)
+    return await _answer("hybrid", request, who, background)
 
 
 @router.get("/.well-known/oauth-protected-resource", tags=["discovery"], summary="What this server supports")

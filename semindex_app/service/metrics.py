@@ -17,6 +17,7 @@ PLANS = Counter("semindex_search_plans_total", "Search plans chosen, per source 
 CACHE = Counter("semindex_query_vector_cache_total", "Query-vector cache lookups", ["result"])
 POOL_WAITS = Counter("semindex_pool_waits_total", "Requests for a database connection that had to wait")
 POOL_WAIT_SECONDS = Counter("semindex_pool_wait_seconds_total", "Time spent waiting for a database connection")
+SHADOW = Counter("semindex_shadow_queries_total", "Live queries offered to candidate versions", ["event"])
 CURSORS = Counter("semindex_cursor_pages_total", "Pages served from cursors", ["result"])
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

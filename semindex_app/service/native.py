@@ -7,13 +7,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from semindex.access import Caller
 from semindex.search import MAX_K, parse_request
 from semindex.search.response import SearchResponse
+from semindex.shadow_traffic import DEPTH as SHADOW_DEPTH
 from semindex_app.service import metrics
 from semindex_app.service.auth import caller
 from semindex_app.service.errors import PROBLEM_JSON
@@ -51,7 +52,7 @@ class QueryBody(BaseModel):
     400: {"content": {PROBLEM_JSON: {}}, "description": "A bad parameter (problem+json, `param` names it)"},
     401: {"content": {PROBLEM_JSON: {}}}, 403: {"content": {PROBLEM_JSON: {}}},
 })
-async def query(body: QueryBody, request: Request, who: Caller = Depends(caller)) -> dict:
+async def query(body: QueryBody, request: Request, background: BackgroundTasks, who: Caller = Depends(caller)) -> dict:
     """Any mode, fusion and weights, version, scope and unit. A grant-bound token's grant narrows the
     scope first. The answer is the library's SearchResponse: hits (record, field, chunk, snippet,
     `scores` with similarity and distance or BM25, per-mode `ranks`, `matched_fields`, `updated_at`)
@@ -62,6 +63,11 @@ async def query(body: QueryBody, request: Request, who: Caller = Depends(caller)
     scope = who.scope(search_request.scope)
     if scope is None:
         return {"hits": [], "meta": {"mode": search_request.mode, "k": search_request.k, "empty_scope": True}}
-    response: SearchResponse = await run_in_threadpool(request.app.state.searcher.search, replace(search_request, scope=scope))
+    scoped = replace(search_request, scope=scope)
+    response: SearchResponse = await run_in_threadpool(request.app.state.searcher.search, scoped)
     metrics.record_plans(search_request.mode, response.meta)
+    mirror = request.app.state.mirror
+    if mirror is not None and search_request.unit == "records":
+        background.add_task(mirror.offer, replace(scoped, k=SHADOW_DEPTH), [hit.record for hit in response.hits][:SHADOW_DEPTH],
+                            response.meta.version)
     return response.as_dict()
