@@ -225,15 +225,37 @@ $$;
 CREATE OR REPLACE FUNCTION semindex.field_granted(row_stream text, row_field text, rule_streams text[], rule_pairs text[])
 RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN cardinality(rule_streams) = 0 OR row_stream <> ALL(rule_streams) OR (row_stream || chr(31) || row_field) = ANY(rule_pairs);
--- A time range on the record's updated_at (what the HTTP routes call emitted_at), half-open.
--- Callers skip it when both ends are NULL; otherwise one unique-key lookup per candidate row.
-CREATE OR REPLACE FUNCTION semindex.updated_within(row_instance text, row_stream text, row_key text,
-                                                   since timestamptz, until timestamptz)
+-- Rules on the record itself, checked per candidate row (callers skip it when there are none): a
+-- half-open time range on its updated_at (the HTTP routes' emitted_at), and field filters, each
+-- (field, op, value) with op eq, gt, gte, lt or lte; numbers compare as numbers, anything else as
+-- text in byte order (so ISO 8601 times compare in time order). A missing field matches no filter.
+CREATE OR REPLACE FUNCTION semindex.value_matches(field_value jsonb, op text, wanted text)
+RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+SELECT CASE
+    WHEN field_value IS NULL OR jsonb_typeof(field_value) IN ('object', 'array', 'null') THEN false
+    WHEN op = 'eq' THEN field_value #>> '{{}}' = wanted
+    WHEN jsonb_typeof(field_value) = 'number' AND wanted ~ '^\s*-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?\s*$' THEN
+        CASE op WHEN 'gt' THEN (field_value #>> '{{}}')::numeric > wanted::numeric
+                WHEN 'gte' THEN (field_value #>> '{{}}')::numeric >= wanted::numeric
+                WHEN 'lt' THEN (field_value #>> '{{}}')::numeric < wanted::numeric
+                WHEN 'lte' THEN (field_value #>> '{{}}')::numeric <= wanted::numeric END
+    ELSE
+        CASE op WHEN 'gt' THEN (field_value #>> '{{}}') COLLATE "C" > wanted
+                WHEN 'gte' THEN (field_value #>> '{{}}') COLLATE "C" >= wanted
+                WHEN 'lt' THEN (field_value #>> '{{}}') COLLATE "C" < wanted
+                WHEN 'lte' THEN (field_value #>> '{{}}') COLLATE "C" <= wanted END
+END
+$$;
+CREATE OR REPLACE FUNCTION semindex.record_admitted(row_instance text, row_stream text, row_key text,
+                                                    since timestamptz, until timestamptz,
+                                                    filter_fields text[], filter_ops text[], filter_values text[])
 RETURNS boolean LANGUAGE sql STABLE PARALLEL SAFE AS $$
 SELECT EXISTS (SELECT 1 FROM semindex.raw_records AS r
                WHERE r.connector_instance_id = row_instance AND r.stream = row_stream AND r.record_key = row_key
                  AND NOT r.deleted
-                 AND (since IS NULL OR r.updated_at >= since) AND (until IS NULL OR r.updated_at < until))
+                 AND (since IS NULL OR r.updated_at >= since) AND (until IS NULL OR r.updated_at < until)
+                 AND NOT EXISTS (SELECT 1 FROM unnest(filter_fields, filter_ops, filter_values) AS f(name, op, wanted)
+                                 WHERE NOT coalesce(semindex.value_matches(r.fields -> f.name, f.op, f.wanted), false)))
 $$;
 
 -- Bearer tokens of the HTTP service (semindex.access): only a SHA-256 of each token is kept (tokens

@@ -47,8 +47,9 @@ WITH scoped AS MATERIALIZED (
     WHERE connector_instance_id = %(instance)s AND stream = %(stream)s
       AND (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
       AND semindex.field_granted(stream, field, %(rule_streams)s::text[], %(rule_pairs)s::text[])
-      AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL
-           OR semindex.updated_within(connector_instance_id, stream, record_key, %(since)s, %(until)s))
+      AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL AND cardinality(%(filter_fields)s::text[]) = 0
+           OR semindex.record_admitted(connector_instance_id, stream, record_key, %(since)s, %(until)s,
+                                       %(filter_fields)s::text[], %(filter_ops)s::text[], %(filter_values)s::text[]))
       AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]))
 )
 SELECT chunk_id AS key, record_key, field, distance, %(instance)s AS connector_instance_id, %(stream)s AS stream
@@ -63,8 +64,9 @@ WITH scoped AS MATERIALIZED (
     WHERE connector_instance_id = %(instance)s AND stream = %(stream)s
       AND (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
       AND semindex.field_granted(stream, field, %(rule_streams)s::text[], %(rule_pairs)s::text[])
-      AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL
-           OR semindex.updated_within(connector_instance_id, stream, record_key, %(since)s, %(until)s))
+      AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL AND cardinality(%(filter_fields)s::text[]) = 0
+           OR semindex.record_admitted(connector_instance_id, stream, record_key, %(since)s, %(until)s,
+                                       %(filter_fields)s::text[], %(filter_ops)s::text[], %(filter_values)s::text[]))
       AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]))
 ), nearest AS (
     SELECT DISTINCT ON (record_key) chunk_id, record_key, field, distance
@@ -83,8 +85,9 @@ WITH scoped AS MATERIALIZED (
     FROM {vectors}
     WHERE (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
       AND semindex.field_granted(stream, field, %(rule_streams)s::text[], %(rule_pairs)s::text[])
-      AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL
-           OR semindex.updated_within(connector_instance_id, stream, record_key, %(since)s, %(until)s))
+      AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL AND cardinality(%(filter_fields)s::text[]) = 0
+           OR semindex.record_admitted(connector_instance_id, stream, record_key, %(since)s, %(until)s,
+                                       %(filter_fields)s::text[], %(filter_ops)s::text[], %(filter_values)s::text[]))
       AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]))
 )
 SELECT chunk_id AS key, record_key, field, distance, connector_instance_id, stream
@@ -98,8 +101,9 @@ WITH scoped AS MATERIALIZED (
     FROM {vectors}
     WHERE (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
       AND semindex.field_granted(stream, field, %(rule_streams)s::text[], %(rule_pairs)s::text[])
-      AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL
-           OR semindex.updated_within(connector_instance_id, stream, record_key, %(since)s, %(until)s))
+      AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL AND cardinality(%(filter_fields)s::text[]) = 0
+           OR semindex.record_admitted(connector_instance_id, stream, record_key, %(since)s, %(until)s,
+                                       %(filter_fields)s::text[], %(filter_ops)s::text[], %(filter_values)s::text[]))
       AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]))
 ), nearest AS (
     SELECT DISTINCT ON (connector_instance_id, stream, record_key) chunk_id, connector_instance_id, stream, record_key, field, distance
@@ -119,8 +123,9 @@ FROM {vectors}
 WHERE connector_instance_id = %(instance)s AND stream = %(stream)s
   AND (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
   AND semindex.field_granted(stream, field, %(rule_streams)s::text[], %(rule_pairs)s::text[])
-  AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL
-       OR semindex.updated_within(connector_instance_id, stream, record_key, %(since)s, %(until)s))
+  AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL AND cardinality(%(filter_fields)s::text[]) = 0
+       OR semindex.record_admitted(connector_instance_id, stream, record_key, %(since)s, %(until)s,
+                                   %(filter_fields)s::text[], %(filter_ops)s::text[], %(filter_values)s::text[]))
 ORDER BY embedding {operator} %(query)s
 LIMIT %(limit)s;
 
@@ -133,8 +138,9 @@ FROM {vectors}
 WHERE connector_instance_id = ANY(%(instances)s::text[]) AND stream = ANY(%(streams)s::text[])
   AND (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
   AND semindex.field_granted(stream, field, %(rule_streams)s::text[], %(rule_pairs)s::text[])
-  AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL
-       OR semindex.updated_within(connector_instance_id, stream, record_key, %(since)s, %(until)s))
+  AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL AND cardinality(%(filter_fields)s::text[]) = 0
+       OR semindex.record_admitted(connector_instance_id, stream, record_key, %(since)s, %(until)s,
+                                   %(filter_fields)s::text[], %(filter_ops)s::text[], %(filter_values)s::text[]))
 ORDER BY embedding {operator} %(query)s
 LIMIT %(limit)s;
 
@@ -153,8 +159,9 @@ FROM {vectors}
 WHERE connector_instance_id = %(instance)s AND stream = %(stream)s
   AND (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
   AND semindex.field_granted(stream, field, %(rule_streams)s::text[], %(rule_pairs)s::text[])
-  AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL
-       OR semindex.updated_within(connector_instance_id, stream, record_key, %(since)s, %(until)s))
+  AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL AND cardinality(%(filter_fields)s::text[]) = 0
+       OR semindex.record_admitted(connector_instance_id, stream, record_key, %(since)s, %(until)s,
+                                   %(filter_fields)s::text[], %(filter_ops)s::text[], %(filter_values)s::text[]))
   AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]));
 
 -- name: scan_all
@@ -163,8 +170,9 @@ SELECT chunk_id AS key, record_key, field, embedding::text AS embedding, connect
 FROM {vectors}
 WHERE (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
   AND semindex.field_granted(stream, field, %(rule_streams)s::text[], %(rule_pairs)s::text[])
-  AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL
-       OR semindex.updated_within(connector_instance_id, stream, record_key, %(since)s, %(until)s))
+  AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL AND cardinality(%(filter_fields)s::text[]) = 0
+       OR semindex.record_admitted(connector_instance_id, stream, record_key, %(since)s, %(until)s,
+                                   %(filter_fields)s::text[], %(filter_ops)s::text[], %(filter_values)s::text[]))
   AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]));
 
 -- name: chunk_details
@@ -244,8 +252,9 @@ WITH terms AS (
       AND coalesce(d.document @@ %(match)s::tsquery, false)
       AND (cardinality(%(fields)s::text[]) = 0 OR d.field = ANY(%(fields)s::text[]))
       AND semindex.field_granted(d.stream, d.field, %(rule_streams)s::text[], %(rule_pairs)s::text[])
-      AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL
-           OR semindex.updated_within(d.connector_instance_id, d.stream, d.record_key, %(since)s, %(until)s))
+      AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL AND cardinality(%(filter_fields)s::text[]) = 0
+           OR semindex.record_admitted(d.connector_instance_id, d.stream, d.record_key, %(since)s, %(until)s,
+                                       %(filter_fields)s::text[], %(filter_ops)s::text[], %(filter_values)s::text[]))
       AND (cardinality(%(record_keys)s::text[]) = 0 OR d.record_key = ANY(%(record_keys)s::text[]))
     LIMIT %(cap)s
 )

@@ -477,3 +477,44 @@ def test_sigterm_stops_the_service_cleanly(deployment, tmp_path):
     assert process.returncode in (0, -signal.SIGTERM), service.log()
     assert "Traceback" not in service.log()
     assert "Application shutdown complete" in service.log()
+
+
+# ---- filters -------------------------------------------------------------------------------------
+
+def test_owner_filters_on_record_fields(owner, deployment):
+    sender = next(r["fields"]["sender"] for r in RECORDS if r["stream"] == "messages")
+    by_sender = [r for r in RECORDS if r["stream"] == "messages" and r["fields"]["sender"] == sender]
+    for mode in ("lexical", "semantic", "hybrid"):
+        body = owner.get(ROUTES[mode], params={"q": "you are doing what", "streams": "messages", "filter[sender]": sender}).json()
+        keys = {h["record_key"] for h in body["data"]}
+        assert keys and keys <= {r["record_key"] for r in by_sender}, body
+    body = owner.get("/v1/search/semantic", params={"q": "the", "streams": "sport", "limit": 100,
+                                                     "filter[headline][gte]": "M", "filter[headline][lt]": "T"}).json()
+    expected = {r["record_key"] for r in RECORDS if r["stream"] == "sport" and "M" <= r["fields"]["headline"] < "T"}
+    assert {h["record_key"] for h in body["data"]} == expected and expected
+    problem = owner.post("/v1/query", json={"q": "the", "mode": "semantic", "streams": ["sport"], "k": 100,
+                                            "filters": [{"field": "headline", "op": "lt", "value": "M"}]}).json()
+    assert {h["record_key"] for h in problem["hits"]} == {r["record_key"] for r in RECORDS
+                                                           if r["stream"] == "sport" and r["fields"]["headline"] < "M"}
+    first = owner.get("/v1/search", params={"q": "the", "limit": 2, "streams": "sport", "filter[headline][gte]": "A"}).json()
+    _error(owner.get("/v1/search", params={"q": "the", "limit": 2, "streams": "sport", "filter[headline][gte]": "B",
+                                           "cursor": first["next_cursor"]}), 400, "invalid_cursor")
+    _error(owner.get("/v1/search", params={"q": "the", "filter[sender]": sender}), 400, "invalid_request", "filter[sender]")
+    _error(owner.get("/v1/search", params={"q": "the", "streams": "sport,tech", "filter[a]": "b"}), 400, "invalid_request")
+    _error(owner.get("/v1/search", params={"q": "the", "streams": "sport", "filter[a][like]": "b"}), 400,
+           "invalid_request", "filter[a][like]")
+    token = grant_token(deployment["db"], Grant(streams=("sport",)))
+    with deployment["service"].client(token) as client:
+        _error(client.get("/v1/search", params={"q": "the", "streams": "sport", "filter[headline]": "x"}), 403, "filter_not_allowed")
+
+
+def test_filter_values_compare_as_numbers_when_both_are_numbers(deployment):
+    with deployment["db"].connection() as conn:
+        def matches(value: str, op: str, wanted: str) -> bool:
+            return conn.execute("SELECT semindex.value_matches(%s::jsonb, %s, %s)", (value, op, wanted)).fetchone()[0]
+
+        assert matches("10", "gt", "9") and not matches('"10"', "gt", "9")  # a number, then text
+        assert matches("2.5", "lte", "2.5") and matches("-1", "lt", "0") and matches("1e3", "gte", "999")
+        assert matches('"2026-05-01T00:00:00Z"', "gte", "2026-01-01") and not matches('"b"', "lt", "a")
+        assert matches('"x"', "eq", "x") and matches("7", "eq", "7") and not matches("null", "eq", "null")
+        assert not matches('{"a": 1}', "eq", '{"a": 1}') and not matches("10", "gt", "ten")

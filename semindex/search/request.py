@@ -22,6 +22,7 @@ UNITS = ("records", "chunks")
 # Joins a stream and a field in the (stream, field) pairs of a per-stream field rule (sql/schema.sql,
 # semindex.field_granted): a character no connector puts in a stream or field name.
 PAIR_SEPARATOR = "\x1f"
+FILTER_OPS = ("eq", "gt", "gte", "lt", "lte")
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,14 @@ class Scope:
     stream_fields: tuple[tuple[str, tuple[str, ...]], ...] = ()
     updated_since: datetime | None = None
     updated_until: datetime | None = None
+    # (field, op, value) on the record's own fields; op one of FILTER_OPS (sql/schema.sql,
+    # semindex.value_matches: numbers compare as numbers, other values as text).
+    record_filters: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def unrestricted(self) -> bool:
         return not (self.connector_instance_ids or self.streams or self.fields or self.record_keys
-                    or self.stream_fields or self.updated_since or self.updated_until)
+                    or self.stream_fields or self.updated_since or self.updated_until or self.record_filters)
 
     def sql_params(self) -> dict:
         """The bind parameters every scoped search statement takes (sql/search.sql)."""
@@ -51,6 +55,9 @@ class Scope:
             "rule_streams": [stream for stream, _ in self.stream_fields],
             "rule_pairs": [f"{stream}{PAIR_SEPARATOR}{name}" for stream, names in self.stream_fields for name in names],
             "since": self.updated_since, "until": self.updated_until,
+            "filter_fields": [name for name, _, _ in self.record_filters],
+            "filter_ops": [op for _, op, _ in self.record_filters],
+            "filter_values": [value for _, _, value in self.record_filters],
         }
 
     @property
@@ -108,6 +115,9 @@ class SearchRequest:
             bad = [value for value in values if not isinstance(value, str) or not value]
             if bad:
                 raise InvalidInput(f"{name} values must be non-empty text, got {bad[0]!r}")
+        for rule in self.scope.record_filters:
+            if len(rule) != 3 or not all(isinstance(part, str) for part in rule) or not rule[0] or rule[1] not in FILTER_OPS:
+                raise InvalidInput(f"record filter {rule!r} must be (field, one of {', '.join(FILTER_OPS)}, value)", param="filter")
         return self
 
 

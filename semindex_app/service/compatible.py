@@ -12,6 +12,7 @@ ranks differently from the reference server's round-robin interleave: the contra
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -24,6 +25,7 @@ from semindex.lifecycle import serving_facts
 from semindex.search.sources import connection_exists
 from semindex.search import Hit, Scope, SearchRequest
 from semindex.search.ranking import RANKING_DEPTH, Ranking
+from semindex.search.request import FILTER_OPS
 from semindex.search.response import LexicalMeta
 from semindex.shadow_traffic import DEPTH as SHADOW_DEPTH
 from semindex_app.service import metrics
@@ -33,6 +35,7 @@ from semindex_app.service.errors import ApiError
 
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 100
+_FILTER = re.compile(r"filter\[([^\[\]]+)\](?:\[(" + "|".join(FILTER_OPS) + r")\])?")
 ROUTES = {"lexical": "/v1/search", "semantic": "/v1/search/semantic", "hybrid": "/v1/search/hybrid"}
 _COMMON = {"q", "limit", "streams", "streams[]", "connection_id", "connector_instance_id"}
 ALLOWED = {"lexical": _COMMON | {"cursor"}, "semantic": _COMMON | {"cursor"}, "hybrid": _COMMON}
@@ -54,15 +57,24 @@ class CompatibleQuery:
     cursor: str | None
     streams: tuple[str, ...]
     connection: str | None
+    filters: tuple[tuple[str, str, str], ...] = ()
     warnings: list[dict] = field(default_factory=list)
 
     @classmethod
     def parse(cls, mode: str, items: list[tuple[str, str]]) -> CompatibleQuery:
         values: dict[str, list[str]] = {}
+        filters: dict[tuple[str, str], str] = {}
         for key, value in items:
             if key.startswith("filter["):
-                raise ApiError(400, "invalid_request", "filter[...] parameters are not supported by this server; "
-                               "POST /v1/query narrows by fields and record keys", param=key)
+                rule = _FILTER.fullmatch(key)
+                if rule is None:
+                    raise ApiError(400, "invalid_request", f"{key!r} is not filter[field]=value nor filter[field][op]=value "
+                                   f"with op one of {', '.join(FILTER_OPS)}", param=key)
+                name, op = rule.group(1), rule.group(2) or "eq"
+                if (name, op) in filters:
+                    raise ApiError(400, "invalid_request", f"{key!r} is given twice", param=key)
+                filters[(name, op)] = value
+                continue
             if mode != "lexical" and key in REJECTED:
                 raise ApiError(400, "invalid_request", f"{key!r} is not accepted by {ROUTES[mode]}: the route is the mode "
                                "and the server chooses the model and ranking (POST /v1/query takes mode, fusion, weights, "
@@ -103,15 +115,21 @@ class CompatibleQuery:
             connection = connection or alias
         if connection is not None and not connection.strip():
             raise ApiError(400, "invalid_request", "connection_id must not be empty", param="connection_id")
-        return cls(mode, q, limit, values.get("cursor", [None])[0], tuple(dict.fromkeys(streams)), connection, warnings)
+        streams = tuple(dict.fromkeys(streams))
+        if filters and len(streams) != 1:
+            raise ApiError(400, "invalid_request", "filter[...] needs exactly one stream in `streams` (a field belongs "
+                           f"to a stream's records); got {len(streams)}", param=f"filter[{next(iter(filters))[0]}]")
+        return cls(mode, q, limit, values.get("cursor", [None])[0], streams, connection,
+                   tuple((name, op, value) for (name, op), value in sorted(filters.items())), warnings)
 
     def scope(self) -> Scope:
-        return Scope(connector_instance_ids=(self.connection,) if self.connection else (), streams=self.streams)
+        return Scope(connector_instance_ids=(self.connection,) if self.connection else (), streams=self.streams,
+                     record_filters=self.filters)
 
     def bound_to(self, who: Caller, scope: Scope | None) -> str:
         """What a cursor from this request is bound to: the token, its grant, the route and the scope."""
         return binding(who.fingerprint, who.grant.as_json() if who.grant else None, self.mode, self.q,
-                       sorted(self.streams), self.connection, repr(scope))
+                       sorted(self.streams), self.connection, self.filters, repr(scope))
 
 
 class Searches:
@@ -148,6 +166,9 @@ def _search_params(request: Request) -> list[tuple[str, str]]:
 async def _answer(mode: str, request: Request, who: Caller, background: BackgroundTasks) -> dict:
     state = request.app.state
     query = CompatibleQuery.parse(mode, _search_params(request))
+    if query.filters and not who.owner:
+        raise ApiError(403, "filter_not_allowed", "filter[...] is for owner tokens; a client token's grant already "
+                       "decides what it sees", param=f"filter[{query.filters[0][0]}]")
     works = Searches(state)
     await run_in_threadpool(works.check_connection, who, query.connection)
     scope = who.scope(query.scope())
@@ -257,6 +278,8 @@ async def lexical(request: Request, background: BackgroundTasks, q: _Q, limit: _
                   connection_id: _CONNECTION = None, connector_instance_id: _ALIAS = None,
                   who: Caller = Depends(caller)) -> dict:
     """Records ranked by BM25 over their fields, one hit per record, with a `<mark>`ed snippet.
+    Owner tokens may add `filter[field]=value` or `filter[field][gt|gte|lt|lte]=value` on the
+    records' own fields (numbers compare as numbers, other values as text), with exactly one stream.
     `meta` discloses recall: `count` (matching records), `count_accuracy` (`exact` when every match
     was ranked, else `lower_bound`) and `recall`: whether the ranking saw every match or a candidate
     window (`candidate_window_limit` per source), `ranked_candidate_count` (the record fields ranked;
@@ -269,7 +292,8 @@ async def semantic(request: Request, background: BackgroundTasks, q: _Q, limit: 
                    connection_id: _CONNECTION = None, connector_instance_id: _ALIAS = None,
                    who: Caller = Depends(caller)) -> dict:
     """Records nearest in meaning, one per record (its nearest chunk, verbatim as the snippet); the
-    score is the version's distance. Whenever `limit` records match, `limit` come back."""
+    score is the version's distance. Whenever `limit` records match, `limit` come back. `filter[...]`
+    as on /v1/search."""
     return await _answer("semantic", request, who, background)
 
 

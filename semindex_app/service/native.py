@@ -17,9 +17,16 @@ from semindex.search.response import SearchResponse
 from semindex.shadow_traffic import DEPTH as SHADOW_DEPTH
 from semindex_app.service import metrics
 from semindex_app.service.auth import caller
-from semindex_app.service.errors import PROBLEM_JSON
+from semindex_app.service.errors import PROBLEM_JSON, ApiError
 
 router = APIRouter(tags=["search (native)"])
+
+
+class FilterRule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    field: str = Field(min_length=1, description="A field of the records (e.g. `sender`)")
+    op: Literal["eq", "gt", "gte", "lt", "lte"] = "eq"
+    value: str = Field(description="Compared as a number when both sides are numbers, else as text")
 
 
 class QueryBody(BaseModel):
@@ -45,6 +52,7 @@ class QueryBody(BaseModel):
     record_keys: list[str] | None = None
     unit: Literal["records", "chunks"] = Field("records", description="A hit per record, or per passage")
     lexical_window: int | None = Field(None, ge=100, le=10_000, description="Lexical candidates per source")
+    filters: list[FilterRule] | None = Field(None, description="Conditions on the records' own fields (owner tokens)")
 
 
 @router.post("/v1/query", summary="Search with every option", responses={
@@ -59,7 +67,12 @@ async def query(body: QueryBody, request: Request, background: BackgroundTasks, 
     and `meta` (plans per source, lexical ranking and counts, fusion, timings)."""
     values = body.model_dump(exclude_none=True)
     values["query"] = values.pop("q")
+    filters = tuple((rule["field"], rule["op"], rule["value"]) for rule in values.pop("filters", ()))
+    if filters and not who.owner:
+        raise ApiError(403, "filter_not_allowed", "filters are for owner tokens; a client token's grant already decides "
+                       "what it sees", param="filters")
     search_request = parse_request(values)
+    search_request = replace(search_request, scope=replace(search_request.scope, record_filters=filters)).validated()
     scope = who.scope(search_request.scope)
     if scope is None:
         return {"hits": [], "meta": {"mode": search_request.mode, "k": search_request.k, "empty_scope": True}}
