@@ -518,3 +518,51 @@ def test_filter_values_compare_as_numbers_when_both_are_numbers(deployment):
         assert matches('"2026-05-01T00:00:00Z"', "gte", "2026-01-01") and not matches('"b"', "lt", "a")
         assert matches('"x"', "eq", "x") and matches("7", "eq", "7") and not matches("null", "eq", "null")
         assert not matches('{"a": 1}', "eq", '{"a": 1}') and not matches("10", "gt", "ten")
+
+
+# ---- snapshots and the tokens command ------------------------------------------------------------
+
+def test_snapshots_are_bounded_oldest_first(tmp_path):
+    from semindex.search.ranking import Ranking
+    from semindex.search.response import ResponseMeta
+    from semindex_app.service.cursors import InvalidCursor, SnapshotStore
+
+    store = SnapshotStore(tmp_path, max_snapshots=3, max_bytes=10**9, eviction_interval=0)
+    names = []
+    for number in range(5):
+        names.append(store.put(Ranking([], ResponseMeta("lexical", number + 1))))
+        time.sleep(0.01)  # distinct modification times
+    assert sorted(path.stem for path in tmp_path.glob("*.json")) == sorted(names[2:])
+    assert store.get(names[-1]).meta.k == 5
+    for name in names[:2] + ["../../etc/passwd", "x" * 30]:
+        with pytest.raises(InvalidCursor):
+            store.get(name)
+    small = SnapshotStore(tmp_path / "bytes", max_bytes=1, eviction_interval=0)
+    first = small.put(Ranking([], ResponseMeta("lexical", 1)))
+    small.put(Ranking([], ResponseMeta("lexical", 2)))
+    with pytest.raises(InvalidCursor):
+        small.get(first)  # over the byte bound: the oldest went
+
+
+def test_the_tokens_command_creates_lists_and_revokes(deployment, monkeypatch, capsys):
+    from semindex_app.cli import main
+
+    monkeypatch.setenv("DATABASE_URL", deployment["url"])
+    assert main(["tokens", "create", "--label", "cli client", "--grant", '{"streams": ["sport"]}', "--json"]) == 0
+    created = json.loads(capsys.readouterr().out)
+    assert created["token"].startswith("smx_") and created["grant"]["streams"] == ["sport"]
+    with deployment["service"].client(created["token"]) as client:
+        assert {h["stream"] for h in client.get("/v1/search", params={"q": "the"}).json()["data"]} == {"sport"}
+    assert main(["tokens", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "cli client" in listing and created["token"] not in listing  # shown once, never again
+    assert main(["tokens", "revoke", str(created["token_id"])]) == 0
+    with deployment["service"].client(created["token"]) as client:
+        assert client.get("/v1/search", params={"q": "the"}).status_code == 403
+    for arguments, message in ((["tokens", "create", "--label", "x"], "exactly one of --owner"),
+                               (["tokens", "create", "--label", "x", "--grant", "{nope"], "--grant is not JSON"),
+                               (["tokens", "create", "--label", "x", "--grant", '{"streams": "sport"}'], "must be a list"),
+                               (["tokens", "create", "--label", "x", "--owner", "--expires", "tomorrow"], "ISO 8601"),
+                               (["tokens", "revoke", "999999"], "no token with id 999999")):
+        assert main(arguments) == 2
+        assert message in capsys.readouterr().err

@@ -79,11 +79,12 @@ class SnapshotStore:
     """Rankings as files in a folder every worker shares, written atomically, read until they expire."""
 
     def __init__(self, folder: Path, ttl: float = SNAPSHOT_TTL, max_snapshots: int = MAX_SNAPSHOTS,
-                 max_bytes: int = MAX_BYTES) -> None:
+                 max_bytes: int = MAX_BYTES, eviction_interval: float = 1.0) -> None:
         self.folder = folder
         self.ttl = ttl
         self.max_snapshots = max_snapshots
         self.max_bytes = max_bytes
+        self.eviction_interval = eviction_interval
         self._last_eviction = 0.0
         folder.mkdir(parents=True, exist_ok=True)
 
@@ -108,9 +109,9 @@ class SnapshotStore:
 
     def _evict(self) -> None:
         """Expired snapshots, then the oldest while over the count or byte bound; at most once a
-        second per process (a folder scan per first page would cost more than the page)."""
+        `eviction_interval` per process (a folder scan per first page would cost more than the page)."""
         now = time.time()
-        if now - self._last_eviction < 1.0:
+        if now - self._last_eviction < self.eviction_interval:
             return
         self._last_eviction = now
         entries = []
