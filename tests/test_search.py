@@ -238,7 +238,8 @@ def test_lexical_ranking_is_windowed_for_a_very_common_term_and_exact_for_record
 
     exact = searcher.search(SearchRequest("the", mode="lexical", k=10, scope=Scope(record_keys=("sport/001",))))
     assert exact.meta.lexical == LexicalMeta(windowed=False, windowed_sources=[], candidate_window=None, path="exact",
-                                             ranking="exact", matched=exact.meta.lexical.matched, matched_exact=True)
+                                             ranking="exact", matched=exact.meta.lexical.matched, matched_exact=True,
+                                             matched_records=1, sources_searched=8)
     assert exact.meta.lexical.matched >= 1  # sport/001's fields holding "the"
     assert {hit.record_key for hit in exact.hits} == {"sport/001"}
 
