@@ -39,7 +39,7 @@ from semindex.search.engines import engine_named
 from semindex.search.fusion import FusionSettings
 from semindex.sql_files import statement
 from semindex.stage_report import StageReport
-from semindex.vectors.metric import METRIC_NAMES
+from semindex.vectors.metric import VERSION_METRIC_NAMES
 from semindex.vectors.version import EmbeddingVersion, active_version, find_version, get_version
 
 DEFAULT_VERSION_KEY = "minilm-l6-v2"
@@ -111,8 +111,8 @@ def _declaration(path: Path, key: str, body) -> VersionDeclaration:
     if not isinstance(dimensions, int) or isinstance(dimensions, bool) or not 1 <= dimensions <= 16000:
         raise InvalidInput(f"{where}: dimensions must be a whole number from 1 to 16000, got {dimensions!r}")
     metric = body.get("metric", "cosine")
-    if metric not in METRIC_NAMES:
-        raise InvalidInput(f"{where}: metric {metric!r} is not one of {', '.join(METRIC_NAMES)}")
+    if metric not in VERSION_METRIC_NAMES:
+        raise InvalidInput(f"{where}: metric {metric!r} is not one of {', '.join(VERSION_METRIC_NAMES)}")
     ann_engine = body.get("ann_engine", "pgvector")
     if not isinstance(ann_engine, str):
         raise InvalidInput(f"{where}: ann_engine must be an engine name, got {ann_engine!r}")
@@ -229,8 +229,8 @@ def register_version(
         )
     spec = encoder_name if isinstance(encoder_name, EncoderSpec) else spec_from_name(encoder_name)
     spec.validate()
-    if distance_metric not in METRIC_NAMES:
-        raise InvalidInput(f"distance metric {distance_metric!r} is not one of {', '.join(METRIC_NAMES)}")
+    if distance_metric not in VERSION_METRIC_NAMES:
+        raise InvalidInput(f"distance metric {distance_metric!r} is not one of {', '.join(VERSION_METRIC_NAMES)}")
     if promotion not in PROMOTION_MODES:
         raise InvalidInput(f"promotion mode {promotion!r} is not one of {', '.join(PROMOTION_MODES)}")
     engine_named(ann_engine)

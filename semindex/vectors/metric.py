@@ -7,6 +7,7 @@ whatever the metric.
   cosine  distance 1 - a.q/(|a||q|)   similarity 1 - distance (the cosine, -1..1)
   l2      distance |a - q|            similarity 1 / (1 + distance)  (0..1, 1 = identical)
   ip      distance -a.q               similarity -distance (the inner product itself)
+  l1      distance sum |a - q|        similarity 1 / (1 + distance)  (HNSW only: IVFFlat has no l1)
 
 A NaN distance (a zero vector under cosine) is +inf in numpy, so it sorts last as in PostgreSQL.
 """
@@ -29,6 +30,10 @@ def _cosine(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
 
 def _l2(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
     return np.linalg.norm(matrix - query, axis=1)
+
+
+def _l1(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
+    return np.abs(matrix - query).sum(axis=1)
 
 
 def _negative_inner_product(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -70,9 +75,13 @@ METRICS: dict[str, Metric] = {
         Metric("cosine", "<=>", "vector_cosine_ops", _cosine, lambda d: 1.0 - d),
         Metric("l2", "<->", "vector_l2_ops", _l2, lambda d: 1.0 / (1.0 + d)),
         Metric("ip", "<#>", "vector_ip_ops", _negative_inner_product, lambda d: -d),
+        Metric("l1", "<+>", "vector_l1_ops", _l1, lambda d: 1.0 / (1.0 + d)),
     )
 }
 METRIC_NAMES = tuple(METRICS)
+# What an embedding version may declare (the CHECK on semindex.embedding_versions); the vector store
+# (semindex.store) takes every metric.
+VERSION_METRIC_NAMES = ("cosine", "l2", "ip")
 
 
 def metric_named(name: str) -> Metric:
