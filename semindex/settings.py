@@ -17,6 +17,14 @@ parser that refuses a bad value by naming it.
   SEMINDEX_SHADOW_SAMPLE_RATE  share of live semantic and hybrid queries mirrored (default 0.1)
   SEMINDEX_SNAPSHOT_DIR        where the HTTP service keeps cursor snapshots, shared by its workers
                                (default: a folder per `semindex serve` under SEMINDEX_HOME/run)
+  SEMINDEX_CONNECT_TIMEOUT     seconds to wait for PostgreSQL to answer a new connection (default 10,
+                               at least 2; a connect_timeout in the URL wins)
+  SEMINDEX_POOL_TIMEOUT        seconds to wait for a free pooled connection before giving up (default 30)
+  SEMINDEX_SHUTDOWN_TIMEOUT    seconds a stopped (SIGTERM, SIGINT) `semindex` command waits for its work
+                               and child processes to end before it kills them (default 8)
+  SEMINDEX_DEBUG               1 (or true, yes, on): errors print their traceback (default 0; `--debug`)
+  SEMINDEX_LOG_FORMAT          plain or json: the log lines of the CLI, the runs and the HTTP service
+                               (default plain; `--log-format`)
 """
 
 from __future__ import annotations
@@ -34,6 +42,12 @@ DEFAULT_BACKOFF_SECONDS = 60
 DEFAULT_MIGRATION_BATCH_SIZE = 50_000
 MAX_MIGRATION_BATCH_SIZE = 1_000_000
 DEFAULT_MAINTENANCE_WORK_MEM = "256MB"
+DEFAULT_CONNECT_TIMEOUT = 10
+DEFAULT_POOL_TIMEOUT = 30
+DEFAULT_SHUTDOWN_TIMEOUT = 8
+LOG_FORMATS = ("plain", "json")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
 def _raw(name: str) -> str | None:
@@ -174,3 +188,57 @@ def shadow_sample_rate() -> float:
     if not 0 <= rate <= 1:
         raise InvalidInput(f"SEMINDEX_SHADOW_SAMPLE_RATE={value!r} must be between 0 and 1")
     return rate
+
+
+def connect_timeout() -> int:
+    """Seconds libpq waits for the server to answer a new connection (libpq's floor is 2)."""
+    return env_int("SEMINDEX_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT, minimum=2, maximum=3600)
+
+
+def pool_timeout() -> float:
+    """Seconds a caller waits for a free pooled connection before Unavailable."""
+    return float(env_int("SEMINDEX_POOL_TIMEOUT", DEFAULT_POOL_TIMEOUT, minimum=1, maximum=3600))
+
+
+def shutdown_timeout() -> int:
+    """Seconds a stopped command gives its work and child processes before killing them."""
+    return env_int("SEMINDEX_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT, minimum=1, maximum=600)
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    """A yes/no setting: 1, true, yes, on or 0, false, no, off (any case)."""
+    raw = _raw(name)
+    if raw is None:
+        return default
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise InvalidInput(f"{name}={raw!r} is not a yes/no value (use 1 or 0)")
+
+
+def debug() -> bool:
+    """SEMINDEX_DEBUG: errors print their traceback."""
+    return env_flag("SEMINDEX_DEBUG")
+
+
+def log_format() -> str:
+    """SEMINDEX_LOG_FORMAT: plain (default) or json, one object a line."""
+    value = (_raw("SEMINDEX_LOG_FORMAT") or "plain").lower()
+    if value not in LOG_FORMATS:
+        raise InvalidInput(f"SEMINDEX_LOG_FORMAT={value!r} must be one of {', '.join(LOG_FORMATS)}")
+    return value
+
+
+def zvec_home() -> Path:
+    """SEMINDEX_ZVEC_HOME: where zvec generations live (default SEMINDEX_HOME/zvec); builder and
+    search processes must run as the same OS user (zvec opens index files read-write even read-only)."""
+    value = _raw("SEMINDEX_ZVEC_HOME")
+    path = Path(value) if value else semindex_home() / "zvec"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def zvec_fault() -> str | None:
+    """SEMINDEX_ZVEC_FAULT: tests only, a builder phase at which the builder kills itself (SIGKILL)."""
+    return _raw("SEMINDEX_ZVEC_FAULT")
