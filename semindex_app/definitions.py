@@ -15,7 +15,21 @@ from .assets.serving_version import serving_version
 from .assets.vector_column import vector_column
 from .resources import EncoderResource, postgres_resource
 from .schedules import nightly_refresh, weekly_index_maintenance
+from .logs import run_logger
 from .sensors import inbox_sensor, version_backfill_sensor
+
+
+@dg.logger(
+    config_schema={"log_level": dg.Field(str, is_required=False, default_value="INFO")},
+    description="semindex's log lines on stderr: plain, or JSON with SEMINDEX_LOG_FORMAT=json; an error in one line "
+    "(its traceback with SEMINDEX_DEBUG=1)",
+)
+def semindex_console(init_context: dg.InitLoggerContext):
+    return run_logger(level=init_context.logger_config["log_level"])
+
+
+# Every job's runs log through semindex_console (the CLI's format) unless their run config says otherwise.
+RUN_LOGGING = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 all_assets = [
     raw_records,
@@ -33,7 +47,7 @@ all_assets = [
 
 # The main job: the whole graph for one embedding version (the run's partition key), from ingest to
 # the gated promotion, and the adoption of a reference-server table when the database holds one.
-index_pipeline = dg.define_asset_job("index_pipeline", selection=dg.AssetSelection.assets(*all_assets))
+index_pipeline = dg.define_asset_job("index_pipeline", selection=dg.AssetSelection.assets(*all_assets), config=RUN_LOGGING)
 
 # Nightly: new and changed chunks for a live version, and its indexes; no re-evaluation or promotion.
 index_refresh = dg.define_asset_job(
@@ -41,12 +55,14 @@ index_refresh = dg.define_asset_job(
     selection=dg.AssetSelection.assets(
         chunks, embeddings, vector_column, hnsw_index, lexical_index, retained_size_projection, partial_index_set
     ),
+    config=RUN_LOGGING,
 )
 
 # Weekly: statistics, index validity (invalid ones are rebuilt) and the partial index band.
 index_maintenance = dg.define_asset_job(
     "index_maintenance",
     selection=dg.AssetSelection.assets(vector_column, hnsw_index, lexical_index, retained_size_projection, partial_index_set),
+    config=RUN_LOGGING,
 )
 
 defs = dg.Definitions(
@@ -56,4 +72,5 @@ defs = dg.Definitions(
     sensors=[inbox_sensor, version_backfill_sensor],
     schedules=[nightly_refresh, weekly_index_maintenance],
     resources={"postgres": postgres_resource(), "encoders": EncoderResource()},
+    loggers={"console": semindex_console},
 )

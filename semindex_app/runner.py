@@ -49,24 +49,23 @@ def run_asset(asset_name: str, config: dict):
     """Materialize one unpartitioned asset with its config, recorded in Dagster's storage."""
     import dagster as dg
 
+    open_database()  # before importing Dagster: an unreachable server is reported at once
     from semindex_app import definitions
 
-    open_database()
-    asset = next(a for a in definitions.all_assets if a.key == dg.AssetKey(asset_name))
-    return dg.materialize(
-        [asset],
+    job = definitions.defs.resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(
         instance=_instance(),
-        resources=definitions.defs.resources,
-        run_config={"ops": {asset_name: {"config": config}}},
+        run_config={**definitions.RUN_LOGGING, "ops": {asset_name: {"config": config}}},
+        asset_selection=[dg.AssetKey(asset_name)],
         raise_on_error=False,
     )
 
 
 def run_index_pipeline(version_key: str = DEFAULT_VERSION_KEY, run_config: dict | None = None):
     """Materialize the whole graph (with its checks) for one embedding version, in this process."""
+    ensure_registered(open_database(), version_key)  # before importing Dagster: fails fast, saying why
     from semindex_app import definitions
 
-    ensure_registered(open_database(), version_key)
     instance = _instance()
     if not instance.has_dynamic_partition(PARTITIONS_NAME, version_key):
         instance.add_dynamic_partitions(PARTITIONS_NAME, [version_key])

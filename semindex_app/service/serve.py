@@ -1,5 +1,7 @@
 """Run the service under uvicorn: the shared secrets and folders every worker needs, set in the
-environment before any worker starts, and the log format (every line names its request)."""
+environment before any worker starts, and the log format (every line names its request): the one
+the CLI and the Dagster runs use (semindex_app.logs), plain or JSON by SEMINDEX_LOG_FORMAT, with the
+traceback of an unexpected error (a 500) kept in the log."""
 
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"request_id": {"()": "semindex_app.service.app.RequestIdFilter"}},
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]}},
+    # A factory, so each worker reads SEMINDEX_LOG_FORMAT (inherited from `semindex serve`) itself.
+    "formatters": {"semindex": {"()": "semindex_app.logs.formatter", "tracebacks": True}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "semindex", "filters": ["request_id"]}},
     "loggers": {
         "semindex": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
         "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
