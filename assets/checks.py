@@ -19,17 +19,24 @@ from ..resources import PostgresResource
 from .chunks import chunks
 from .embeddings import embeddings
 from .indexes import hnsw_index, lexical_index
+from .metadata import metric_entries
 from .partial_index_set import partial_index_set
 from .partitions import embedding_versions
 from .retrieval_evaluation import retrieval_evaluation
 
 
 def _result(verdict: quality.Verdict, *, severity=dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
+    """The verdict's numbers as numeric metadata (plotted from one check run to the next), then its
+    summary and diagnostics."""
     return dg.AssetCheckResult(
         passed=verdict.passed,
         severity=severity,
         description=verdict.summary,
-        metadata={"summary": verdict.summary, "diagnostics": dg.MetadataValue.json(verdict.diagnostics)},
+        metadata={
+            **metric_entries(verdict.metrics),
+            "summary": verdict.summary,
+            "diagnostics": dg.MetadataValue.json(verdict.diagnostics),
+        },
     )
 
 
@@ -92,12 +99,17 @@ def _stored_verdict(context: dg.AssetCheckExecutionContext, postgres: PostgresRe
     if stored is None:
         return dg.AssetCheckResult(passed=False, description=f"{version.version_key} has no stored evaluation")
     mine = [f for f in stored.failures if (f.startswith(prefix) if prefix else not f.startswith("shadow:"))]
-    part = stored.shadow if prefix == "shadow:" else stored.judged
+    shadow = prefix == "shadow:"
+    part = stored.shadow if shadow else stored.judged
+    # Every score, recall and count as a number of its own, so the UI plots them from one evaluation
+    # to the next; the evaluation's id is text (a number the UI would plot too).
+    metrics = evaluation.shadow_metrics(part) if shadow else evaluation.judged_metrics(part)
     return dg.AssetCheckResult(
         passed=not mine,
         description="; ".join(mine) or f"evaluation #{stored.evaluation_id} passed this gate",
         metadata={
-            "evaluation_id": stored.evaluation_id,
+            **metric_entries({**metrics, "failure_count": len(mine)}),
+            "evaluation_id": dg.MetadataValue.text(str(stored.evaluation_id)),
             "failures": dg.MetadataValue.json(mine),
             "scores": dg.MetadataValue.json(part),
             "thresholds": dg.MetadataValue.json(stored.thresholds),

@@ -1,5 +1,9 @@
-"""A stage's report as materialization metadata: row count, changes, duration and throughput, then
-the stage's own details (Markdown as Markdown, lists and dicts as JSON)."""
+"""A stage's report as materialization metadata: row count, changes, duration and throughput, the
+stage's metrics as numbers (the UI plots each across materializations), then its details (Markdown
+as Markdown, lists and dicts as JSON, ids and keys as text: a number the UI would plot).
+
+Numeric metadata is what Dagster plots, so a number that is not a measure is never one: every
+`*_id`, `*_key` and `watermark` entry is text."""
 
 from __future__ import annotations
 
@@ -8,7 +12,24 @@ import dagster as dg
 from semindex.stage_report import Markdown, StageReport
 
 
-def _value(value):
+def is_identifier(key: str) -> bool:
+    return key.endswith(("_id", "_key", "_ids", "_keys")) or key in ("id", "watermark")
+
+
+def number(value: float | int) -> dg.MetadataValue:
+    """A metric as Dagster metadata: int stays int, everything else is a float (a series keeps one type)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return dg.MetadataValue.int(value)
+    return dg.MetadataValue.float(float(value))
+
+
+def metric_entries(metrics) -> dict[str, dg.MetadataValue]:
+    return {key: number(value) for key, value in metrics.items() if value is not None}
+
+
+def _value(key: str, value):
+    if is_identifier(key):
+        return dg.MetadataValue.null() if value is None else dg.MetadataValue.text(str(value))
     if isinstance(value, Markdown):
         return dg.MetadataValue.md(value.text)
     if isinstance(value, (dict, list, tuple)):
@@ -28,5 +49,6 @@ def materialization(report: StageReport) -> dg.MaterializeResult:
         "rows_removed": dg.MetadataValue.int(report.removed),
         "duration_seconds": dg.MetadataValue.float(round(report.seconds, 3)),
         "throughput_rows_per_second": dg.MetadataValue.float(report.throughput),
-        **{key: _value(value) for key, value in report.details.items()},
+        **metric_entries(report.metrics),
+        **{key: _value(key, value) for key, value in report.details.items()},
     })

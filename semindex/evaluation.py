@@ -59,12 +59,13 @@ def hnsw_recall(
         diagnostics = {"mode": storage.mode, "recall": "not applicable", "search": "exact brute force",
                        "vectors": vectors, "threshold": threshold}
         if not vectors:
-            return Verdict(False, f"version {version.version_key!r} has no vectors to query", diagnostics)
+            return Verdict(False, f"version {version.version_key!r} has no vectors to query", diagnostics, {"queries": 0})
         return Verdict(
             True,
             f"no HNSW index in JSONB mode: semantic search over {vectors} vectors is an exact brute force, "
             "so index recall is not applicable",
             diagnostics,
+            {"queries": 0, "vectors": vectors},
         )
     percent = sample_percent(db, version.vectors_table, queries)
     top_k = statement("quality", "ann_top_k", vectors=version.vectors_table, operator=version.metric.sql_operator)
@@ -88,7 +89,7 @@ def hnsw_recall(
             kth = exact[-1] + 1e-6
             recalls.append(sum(1 for distance in approximate if distance <= kth) / len(exact))
     if not recalls:
-        return Verdict(False, f"version {version.version_key!r} has no vectors to query", {"queries": 0})
+        return Verdict(False, f"version {version.version_key!r} has no vectors to query", {"queries": 0}, {"queries": 0})
     recall = sum(recalls) / len(recalls)
     diagnostics = {
         "queries": len(recalls),
@@ -99,7 +100,10 @@ def hnsw_recall(
         "threshold": threshold,
     }
     passed = recall >= threshold
-    return Verdict(passed, f"recall@{k} {recall:.4f} {'>=' if passed else '<'} {threshold} over {len(recalls)} queries", diagnostics)
+    metrics = {f"recall@{k}": round(recall, 4), "worst_query_recall": round(min(recalls), 4), "queries": len(recalls),
+               "threshold": float(threshold)}
+    return Verdict(passed, f"recall@{k} {recall:.4f} {'>=' if passed else '<'} {threshold} over {len(recalls)} queries",
+                   diagnostics, metrics)
 
 
 def judged_rankings(db: Database, version: EmbeddingVersion, judged_set: JudgedSet, *,
@@ -289,6 +293,52 @@ def shadow_comparison(
     }
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) != float("inf")
+
+
+# Settings, not measures: constant from run to run, nothing to plot.
+_NOT_MEASURES = {"k", "ef_search"}
+
+
+def _numbers(prefix: str, facts: dict) -> dict[str, float | int]:
+    return {f"{prefix}.{key}": value for key, value in (facts or {}).items() if _number(value) and key not in _NOT_MEASURES}
+
+
+def judged_metrics(judged: dict) -> dict[str, float | int]:
+    """A stored verdict's judged part as numbers under stable names, to plot from one evaluation to
+    the next: `judged.<set>.<mode>.<metric>` (ndcg@10, recall@10, precision@10, mrr@10 for the
+    semantic, lexical and hybrid rankings), `judged.<set>.queries`, `.covered_relevant`, `.relevant`;
+    the HNSW recall gate as `index.*` (recall, worst_query_recall, queries) and the parity counts as
+    `parity.*` (chunks, vectors, missing, orphaned, backfill_pending)."""
+    metrics: dict[str, float | int] = {}
+    for name, summary in judged.items():
+        if name in ("index", "parity") or not isinstance(summary, dict) or "ndcg@10" not in summary:
+            continue
+        for mode in MODES:
+            for metric, value in (summary.get(mode) or {}).items():
+                if metric != "queries" and _number(value):
+                    metrics[f"judged.{name}.{mode}.{metric}"] = float(value)
+        for count in ("queries", "covered_relevant", "relevant"):
+            if _number(summary.get(count)):
+                metrics[f"judged.{name}.{count}"] = int(summary[count])
+    metrics |= _numbers("index", judged.get("index"))
+    metrics |= _numbers("parity", judged.get("parity"))
+    return metrics
+
+
+def shadow_metrics(shadow: dict) -> dict[str, float | int]:
+    """The shadow comparison as numbers under stable names: `shadow.queries`, `shadow.overlap@10`,
+    `shadow.rbo@10`, per judged set `shadow.<set>.*` (its overlap, RBO, nDCG@10 and the delta from the
+    serving version), and the live traffic the service mirrored as `shadow.live.<mode>.*`."""
+    metrics = _numbers("shadow", {key: shadow.get(key) for key in ("queries", "overlap@10", "rbo@10", "max_regression")})
+    for name, figures in (shadow.get("sets") or {}).items():
+        metrics |= _numbers(f"shadow.{name}", figures)
+    for mode, figures in (shadow.get("live_traffic") or {}).items():
+        metrics |= _numbers(f"shadow.live.{mode}", figures)
+    return metrics
+
+
 def judged_table(judged: dict) -> str:
     """The judged-set scores as a Markdown table."""
     sets = {name: summary for name, summary in judged.items() if "ndcg@10" in summary}
@@ -319,4 +369,5 @@ def evaluation_stage(db: Database, version_key: str, *, progress_emit: Callable[
             "shadow": evaluation.shadow,
             "thresholds": evaluation.thresholds,
         },
+        metrics={**judged_metrics(evaluation.judged), **shadow_metrics(evaluation.shadow), "failure_count": len(evaluation.failures)},
     )

@@ -28,6 +28,8 @@ class Verdict:
     passed: bool
     summary: str
     diagnostics: dict = field(default_factory=dict)
+    # The verdict's numbers under stable names, for plotting across check runs.
+    metrics: dict[str, float | int] = field(default_factory=dict)
 
 
 @functools.cache
@@ -110,13 +112,16 @@ def check_chunk_frame(db: Database, sample_size: int = 2000) -> Verdict:
         columns=list(schema.columns),
     )
     if frame.empty:
-        return Verdict(False, "no chunks to check", {"sampled": 0})
+        return Verdict(False, "no chunks to check", {"sampled": 0}, {"sampled": 0})
     frame = frame.astype({"chunk_id": int, "chunk_no": int, "content_sha256_bytes": int, "semantic_key_bytes": int})
     try:
         schema.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as error:
-        return Verdict(False, f"{len(error.failure_cases)} chunk schema failures", {"sampled": len(frame), "failures": _failure_cases(error)})
-    return Verdict(True, f"{len(frame)} sampled chunks match the schema", {"sampled": len(frame)})
+        return Verdict(False, f"{len(error.failure_cases)} chunk schema failures",
+                       {"sampled": len(frame), "failures": _failure_cases(error)},
+                       {"sampled": len(frame), "failure_cases": len(error.failure_cases)})
+    return Verdict(True, f"{len(frame)} sampled chunks match the schema", {"sampled": len(frame)},
+                   {"sampled": len(frame), "failure_cases": 0})
 
 
 def check_embedding_frame(db: Database, version: EmbeddingVersion, sample_size: int = 2000) -> Verdict:
@@ -129,7 +134,7 @@ def check_embedding_frame(db: Database, version: EmbeddingVersion, sample_size: 
             statement("quality", "vector_sample", vectors=version.vectors_table), (percent, sample_size)
         ).fetchall()
     if not rows:
-        return Verdict(False, f"version {version.version_key!r} has no vectors", {"sampled": 0})
+        return Verdict(False, f"version {version.version_key!r} has no vectors", {"sampled": 0}, {"sampled": 0})
     vectors = [_sampled_vector(row[1]) for row in rows]
     frame = pd.DataFrame(
         {
@@ -142,12 +147,16 @@ def check_embedding_frame(db: Database, version: EmbeddingVersion, sample_size: 
     try:
         embedding_schema(version.dimensions, version.distance_metric).validate(frame, lazy=True)
     except pa.errors.SchemaErrors as error:
-        return Verdict(False, f"{len(error.failure_cases)} embedding schema failures", {"sampled": len(frame), "failures": _failure_cases(error)})
+        return Verdict(False, f"{len(error.failure_cases)} embedding schema failures",
+                       {"sampled": len(frame), "failures": _failure_cases(error)},
+                       {"sampled": len(frame), "failure_cases": len(error.failure_cases)})
     norms = frame["norm"]
+    figures = {"sampled": len(frame), "norm_min": float(norms.min()), "norm_max": float(norms.max())}
     return Verdict(
         True,
         f"{len(frame)} sampled vectors: {version.dimensions} dimensions, finite, norms {norms.min():.4f}..{norms.max():.4f}",
-        {"sampled": len(frame), "norm_min": float(norms.min()), "norm_max": float(norms.max())},
+        figures,
+        {**figures, "failure_cases": 0},
     )
 
 
@@ -159,11 +168,13 @@ def check_parity(db: Database, version: EmbeddingVersion) -> Verdict:
             statement("quality", "parity", vectors=version.vectors_table)
         ).fetchone()
     diagnostics = {"chunks": chunks, "vectors": vectors, "missing": missing, "orphaned": orphaned, "backfill_pending": pending}
+    # The backfill's lag: live chunks this version has no vector for yet.
+    metrics = {**diagnostics, "lag_chunks": max(pending, missing)}
     if pending:
-        return Verdict(False, f"backfill of {version.version_key!r} is not done: {pending} chunks pending", diagnostics)
+        return Verdict(False, f"backfill of {version.version_key!r} is not done: {pending} chunks pending", diagnostics, metrics)
     if missing or orphaned:
-        return Verdict(False, f"{missing} chunks without a vector, {orphaned} vectors without a chunk", diagnostics)
-    return Verdict(True, f"every one of {chunks} chunks has exactly one vector", diagnostics)
+        return Verdict(False, f"{missing} chunks without a vector, {orphaned} vectors without a chunk", diagnostics, metrics)
+    return Verdict(True, f"every one of {chunks} chunks has exactly one vector", diagnostics, metrics)
 
 
 def check_index_validity(db: Database, index_names: list[str]) -> Verdict:
@@ -177,10 +188,12 @@ def check_index_validity(db: Database, index_names: list[str]) -> Verdict:
                 True,
                 "no ANN indexes to validate in JSONB mode (semantic search is a brute-force scan)",
                 {"mode": storage.mode, "not_applicable": not_applicable},
+                {"indexes": 0, "not_valid": 0},
             )
     states = index_validity(db, index_names)
     bad = {name: ("missing" if state is None else "invalid") for name, state in states.items() if not state}
     diagnostics = {name: ("valid" if state else "missing" if state is None else "invalid") for name, state in states.items()}
+    metrics = {"indexes": len(states), "not_valid": len(bad)}
     if bad:
-        return Verdict(False, f"{len(bad)} of {len(states)} managed indexes are not valid: {bad}", diagnostics)
-    return Verdict(True, f"all {len(states)} managed indexes exist and are valid", diagnostics)
+        return Verdict(False, f"{len(bad)} of {len(states)} managed indexes are not valid: {bad}", diagnostics, metrics)
+    return Verdict(True, f"all {len(states)} managed indexes exist and are valid", diagnostics, metrics)

@@ -24,6 +24,9 @@ class StageReport:
     work_rows: int = 0  # rows this run worked on (for its throughput)
     # Stage-specific facts: numbers, text, booleans, lists and dicts (shown as JSON), Markdown.
     details: Mapping[str, object] = field(default_factory=dict)
+    # Numbers to follow from run to run, under names that never change (the Dagster UI plots each
+    # across materializations): scores, counts, seconds. Ids and keys belong in details, as text.
+    metrics: Mapping[str, float | int] = field(default_factory=dict)
 
     @property
     def throughput(self) -> float:

@@ -1,5 +1,6 @@
 """The Dagster UI of `semindex dev`, in headless Chromium: every embedding version shows as a
-partition of `embeddings`, with its metrics and the asset's checks."""
+partition of `embeddings`, with its metrics and the asset's checks; the `judged_relevance` check
+plots each judged set's nDCG@10 (and the other scores) across evaluations, and not the evaluation's id."""
 
 from __future__ import annotations
 
@@ -28,7 +29,15 @@ from tests.browser import (
     xpath_literal,
 )
 from tests.conftest import sample_records, write_jsonl
-from tests.dagster_helpers import check_verdicts, materialize_graph, raw_records_config, register_tiny_version
+from semindex.judged_sets import judged_document_paths
+from tests.dagster_helpers import (
+    INDEX_STAGES,
+    check_verdicts,
+    materialize_graph,
+    metadata,
+    raw_records_config,
+    register_tiny_version,
+)
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -86,6 +95,69 @@ def two_materialized_versions(semindex_home, database_url, tmp_path) -> dict[str
             verdicts = check_verdicts(result)
             assert all(verdicts.get(name) is True for name in EMBEDDING_CHECKS), (version_key, verdicts)
     return VERSION_DIMENSIONS
+
+
+# The version evaluated on the judged sets, twice: two points of every plotted series.
+EVALUATED_VERSION = "ui-hash-48"
+PLOTTED = "judged.bbc-headline-body.semantic.ndcg@10"
+
+
+@pytest.fixture
+def evaluated_twice(semindex_home, database_url, two_materialized_versions) -> list[dict]:
+    """EVALUATED_VERSION's whole graph on the judged sets' documents, through retrieval_evaluation
+    and its checks, then the evaluation and its checks once more; recorded in the same Dagster home
+    as the versions' partitions. Returns the judged_relevance check's metadata of each evaluation."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DATABASE_URL", database_url)
+        env.setenv("DAGSTER_HOME", "")
+        dagster_home = prepare_dagster_home()
+    evaluation_and_checks = dg.AssetSelection.assets("retrieval_evaluation")  # with its checks
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        first = materialize_graph(
+            instance, database_url, EVALUATED_VERSION, run_config=raw_records_config(*judged_document_paths()),
+            selection=dg.AssetSelection.assets(*INDEX_STAGES) | evaluation_and_checks,
+        )
+        second = materialize_graph(instance, database_url, EVALUATED_VERSION, selection=evaluation_and_checks)
+    recorded = []
+    for result in (first, second):
+        facts = {e.check_name: {key: value.value for key, value in e.metadata.items()}
+                 for e in result.get_asset_check_evaluations()}
+        facts["retrieval_evaluation"] = metadata(result, "retrieval_evaluation")
+        if result is first:
+            facts["hnsw_index"] = metadata(result, "hnsw_index")
+        recorded.append(facts)
+    return recorded
+
+
+def test_scores_recalls_counts_and_seconds_are_numbers_under_stable_names_and_ids_are_text(evaluated_twice):
+    """What Dagster plots is numeric metadata: every metric of each judged set and mode, the recall
+    checks, the parity counts (and the backfill's lag), build seconds and throughput are numbers under
+    the same names at every run; an evaluation's id is text."""
+    first, second = evaluated_twice
+    for facts in (first, second):
+        for where in ("judged_relevance", "retrieval_evaluation"):
+            recorded = facts[where]
+            for judged_set in ("bbc-headline-body", "semanlink-arxiv-tags"):
+                for mode in ("semantic", "lexical", "hybrid"):
+                    for metric in ("ndcg@10", "recall@10", "precision@10", "mrr@10"):
+                        value = recorded[f"judged.{judged_set}.{mode}.{metric}"]
+                        assert isinstance(value, float) and 0.0 <= value <= 1.0, (where, judged_set, mode, metric, value)
+                assert isinstance(recorded[f"judged.{judged_set}.queries"], int)
+            assert isinstance(recorded["index.recall"], float) and isinstance(recorded["parity.missing"], int)
+            assert isinstance(recorded["evaluation_id"], str) and recorded["evaluation_id"].isdigit()
+            assert isinstance(recorded["failure_count"], int)
+        assert isinstance(facts["shadow_regression"]["failure_count"], int)
+        assert isinstance(facts["retrieval_evaluation"]["duration_seconds"], float)
+    assert int(second["judged_relevance"]["evaluation_id"]) > int(first["judged_relevance"]["evaluation_id"])
+    recall = first["hnsw_recall"]
+    assert isinstance(recall["recall@10"], float) and isinstance(recall["queries"], int) and recall["queries"] > 0
+    parity = first["embedding_parity"]
+    assert all(isinstance(parity[name], int) for name in ("chunks", "vectors", "missing", "orphaned", "backfill_pending"))
+    assert parity["lag_chunks"] == 0 and parity["chunks"] == parity["vectors"] > 0
+    schema = first["embedding_schema"]
+    assert isinstance(schema["norm_min"], float) and isinstance(schema["sampled"], int)
+    index = first["hnsw_index"]
+    assert isinstance(index["duration_seconds"], float) and isinstance(index["throughput_rows_per_second"], float)
 
 
 def _free_port() -> int:
@@ -161,8 +233,8 @@ def _metadata_row(key: str, value: str) -> str:
     return f"//tr[td[normalize-space()={xpath_literal(key)}] and td[normalize-space()={xpath_literal(value)}]]"
 
 
-def test_asset_graph_shows_embedding_versions_as_partitions_with_checks_and_metrics(
-    browser, semindex_dev, two_materialized_versions, tmp_path
+def test_asset_graph_shows_embedding_versions_as_partitions_with_checks_metrics_and_plots(
+    browser, evaluated_twice, semindex_dev, two_materialized_versions, tmp_path
 ):
     base_url = semindex_dev
     with screenshot_on_failure(browser, tmp_path, "dagster-ui"):
@@ -198,3 +270,24 @@ def test_asset_graph_shows_embedding_versions_as_partitions_with_checks_and_metr
         wait_visible(browser, "//a[normalize-space()='Checks']", "the Checks tab").click()
         for check in EMBEDDING_CHECKS:
             wait_until(browser, _check_row(check, "Succeeded"), f"check {check} listed as Succeeded")
+
+        # The judged_relevance check of retrieval_evaluation: its Plots section draws each score across
+        # the two evaluations (a chart per numeric entry), and the evaluation id is not one of them.
+        browser.get(f"{base_url}/assets/retrieval_evaluation")
+        wait_visible(browser, "//a[normalize-space()='Checks']", "the Checks tab of retrieval_evaluation").click()
+        wait_visible(browser, with_text("judged_relevance"), "the judged_relevance check").click()
+        wait_visible(browser, with_text("Plots"), "the check's Plots section")
+        chart = wait_visible(browser, _chart(PLOTTED), f"the plotted {PLOTTED} series")
+        assert chart.size["width"] > 100 and chart.size["height"] > 50, chart.size
+        for label in ("judged.semanlink-arxiv-tags.hybrid.mrr@10", "index.recall", "parity.missing"):
+            wait_visible(browser, _chart(label), f"the plotted {label} series")
+        from selenium.webdriver.common.by import By
+
+        assert not browser.find_elements(By.XPATH, _chart("evaluation_id")), "the evaluation id is plotted"
+        # ...it is text in the latest execution's metadata instead.
+        wait_visible(browser, "//tr[td[normalize-space()='evaluation_id']]", "the evaluation id as text")
+
+
+def _chart(label: str) -> str:
+    """XPath of the chart the UI draws for numeric metadata `label` (its heading, then the canvas)."""
+    return f"//*[normalize-space(text())={xpath_literal(label)}]/parent::div/following-sibling::div[1]//canvas"
