@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from semindex.ann_substrate.capture import capture_for
 from semindex.database import Database
 from semindex.encoders import Encoder, EncoderSpec, load_encoder
 from semindex.errors import Conflict, InvalidInput
@@ -86,7 +87,7 @@ def backfill(
         )
     check_encoder_dimensions(encoder, version.version_key, version.encoder_name, version.dimensions)
     storage = storage_for(db)
-    storage.create_table(db, version)
+    storage.create_table(db, version, capture_for(version))
     with db.connection() as conn:
         conn.execute(statement("embedding_versions", "set_state"), ("backfilling", version.version_id))
     progress = ProgressReporter(f"embed {version.version_key}", pending, progress_emit)

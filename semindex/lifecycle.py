@@ -34,8 +34,9 @@ from semindex.database import Database
 from semindex.embeddings import check_encoder_dimensions
 from semindex.encoders import ENCODER_KINDS, EncoderSpec, encoder_display_name, encoder_revision, load_encoder, spec_from_name
 from semindex.errors import Conflict, InvalidInput, NotFound
+from semindex.ann_substrate.builder import retire_substrate
 from semindex.indexes import index_validity
-from semindex.search.engines import engine_named
+from semindex.search.engines import require_engine
 from semindex.search.fusion import FusionSettings
 from semindex.sql_files import statement
 from semindex.stage_report import StageReport
@@ -233,7 +234,7 @@ def register_version(
         raise InvalidInput(f"distance metric {distance_metric!r} is not one of {', '.join(VERSION_METRIC_NAMES)}")
     if promotion not in PROMOTION_MODES:
         raise InvalidInput(f"promotion mode {promotion!r} is not one of {', '.join(PROMOTION_MODES)}")
-    engine_named(ann_engine)
+    require_engine(ann_engine)
     chunking = chunking or SHARED_CHUNKING
     if chunking != SHARED_CHUNKING:
         raise InvalidInput(
@@ -479,6 +480,7 @@ def retire(db: Database, version_key: str) -> Retirement:
         conn.execute(statement("versions", "forget_watermark"), (locked.version_id,))
         conn.execute(statement("versions", "retire"), (locked.version_id,))
         conn.execute(statement("versions", "record_event"), ("retire", locked.version_id, None, None))
+    retire_substrate(db, version)  # its zvec generations and change log, if it had any
     return Retirement(version_key, version.vectors_table, changed=True)
 
 

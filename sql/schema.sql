@@ -287,3 +287,48 @@ CREATE TABLE IF NOT EXISTS semindex.shadow_observations (
     observed_at         timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS shadow_observations_version ON semindex.shadow_observations (version_id, serving_version_id);
+
+-- The zvec ANN substrate (semindex.ann_substrate). Change capture: statement-level triggers on a
+-- zvec version's vector table append the chunk ids every statement touched (inserts, updates,
+-- deletes, cascaded deletes from chunks included) with the writing transaction's id. Vector rows
+-- are immutable, so "touched" is all a builder needs: it re-reads the current row.
+CREATE TABLE IF NOT EXISTS semindex.vector_changes (
+    version_id  bigint NOT NULL,
+    chunk_id    bigint NOT NULL,
+    xid         xid8 NOT NULL DEFAULT pg_current_xact_id()
+);
+CREATE INDEX IF NOT EXISTS vector_changes_version_xid ON semindex.vector_changes (version_id, xid);
+CREATE OR REPLACE FUNCTION semindex.capture_vector_changes() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO semindex.vector_changes (version_id, chunk_id)
+    SELECT TG_ARGV[0]::bigint, chunk_id FROM changed_rows;
+    RETURN NULL;
+END
+$$;
+-- Generations: immutable zvec collections built from a version's table. The published one serves;
+-- its horizon is the durable watermark (every change with a smaller transaction id is in it).
+CREATE TABLE IF NOT EXISTS semindex.ann_generations (
+    version_id     bigint NOT NULL REFERENCES semindex.embedding_versions (version_id) ON DELETE CASCADE,
+    generation     integer NOT NULL,
+    horizon        xid8 NOT NULL,
+    state          text NOT NULL CHECK (state IN ('published', 'retired')),
+    documents      bigint NOT NULL,
+    build_seconds  double precision NOT NULL,
+    disk_bytes     bigint NOT NULL,
+    recall         jsonb NOT NULL DEFAULT '{{}}',
+    recall_passed  boolean NOT NULL DEFAULT false,
+    published_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (version_id, generation)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS ann_generations_one_published ON semindex.ann_generations (version_id) WHERE state = 'published';
+-- zvec filters take integers only (never user strings): sources and fields get ids here.
+CREATE TABLE IF NOT EXISTS semindex.ann_sources (
+    source_id             integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    connector_instance_id text NOT NULL,
+    stream                text NOT NULL,
+    UNIQUE (connector_instance_id, stream)
+);
+CREATE TABLE IF NOT EXISTS semindex.ann_fields (
+    field_id  integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    field     text NOT NULL UNIQUE
+);

@@ -27,6 +27,15 @@ from semindex.vectors.metric import Metric
 from semindex.vectors.storage import VectorStorage
 
 
+class EngineSkipped(Exception):
+    """An engine declines a plan (no index built yet, too many changes since it was built...); the
+    caller answers with the engine's fallback or exactly, and reports the reason in the plan label."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class PlanKind(StrEnum):
     EXACT = "exact"  # exact distance order over the scoped rows
     ANN = "ann"  # a walk of the target's graph with the scope as a filter (one source or a group)
@@ -148,7 +157,10 @@ class SemanticEngine(Protocol):
         ...
 
     def nearest(self, db: Database, request: NearestRequest) -> list[Candidate]:
-        """Up to request.limit candidates in Candidate.order; may be short for non-exact plans."""
+        """Up to request.limit candidates in Candidate.order; may be short for non-exact plans, or
+        raise EngineSkipped. An engine may also have a `fallback` engine (tried before the exact
+        answer), `captures_changes` (its version tables need change capture) and `require()` (raises
+        Unavailable when something it needs is not installed)."""
         ...
 
 

@@ -3,6 +3,7 @@ storage's exact engine is always available (pgvector's SQL, or the scan without 
 
 from __future__ import annotations
 
+from semindex.ann_substrate.engine import ZvecEngine
 from semindex.errors import InvalidInput
 from semindex.search.engine import SemanticEngine
 from semindex.search.pgvector_engine import PgvectorEngine
@@ -12,7 +13,10 @@ from semindex.vectors.storage import VectorStorage
 
 PGVECTOR = PgvectorEngine()
 SCAN = ScanEngine()
-_ENGINES: dict[str, SemanticEngine] = {PGVECTOR.name: PGVECTOR, SCAN.name: SCAN}
+# zvec beside PostgreSQL (semindex.ann_substrate): the package is imported only when it is used, so
+# the engine is listed with or without the `zvec` extra; `require_engine` says which extra it needs.
+ZVEC = ZvecEngine(fallback=PGVECTOR)
+_ENGINES: dict[str, SemanticEngine] = {PGVECTOR.name: PGVECTOR, SCAN.name: SCAN, ZVEC.name: ZVEC}
 
 
 def register_engine(engine: SemanticEngine) -> SemanticEngine:
@@ -26,6 +30,20 @@ def engine_named(name: str) -> SemanticEngine:
         return _ENGINES[name]
     except KeyError:
         raise InvalidInput(f"ANN engine {name!r} is not one of {', '.join(sorted(_ENGINES))}") from None
+
+
+def require_engine(name: str) -> SemanticEngine:
+    """The engine, checked usable here (Unavailable naming what to install otherwise)."""
+    engine = engine_named(name)
+    require = getattr(engine, "require", None)
+    if require is not None:
+        require()
+    return engine
+
+
+def captures_changes(name: str) -> bool:
+    """Whether a version on this engine needs change capture on its vector table."""
+    return bool(getattr(engine_named(name), "captures_changes", False))
 
 
 def exact_engine(storage: VectorStorage) -> SemanticEngine:

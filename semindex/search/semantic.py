@@ -17,7 +17,7 @@ import numpy as np
 from semindex.database import Database
 from semindex.encoders import load_encoder
 from semindex.errors import NotFound
-from semindex.search.engine import Candidate, NearestRequest, PlanKind, SemanticEngine, SemanticPlan, best
+from semindex.search.engine import Candidate, EngineSkipped, NearestRequest, PlanKind, SemanticEngine, SemanticPlan, best
 from semindex.search.engines import engines_for
 from semindex.search.fanout import SearchFanOut
 from semindex.search.hydration import chunk_details, hit_from
@@ -41,14 +41,26 @@ def overscan(k: int) -> int:
 
 
 def nearest_never_short(db: Database, request: NearestRequest, exact: SemanticEngine) -> tuple[list[Candidate], str]:
-    """The plan's candidates; when a non-exact plan returns short, the exact engine's instead (only
-    an exact scan can tell whether more rows match). Returns them with the plan's label."""
+    """The plan's candidates; when a non-exact plan returns short (or its engine steps aside), its
+    engine's fallback's, and then the exact engine's (only an exact scan can tell whether more rows
+    match). Returns them with the label of every plan tried, and why an engine stepped aside."""
     plan = request.plan
-    found = plan.engine.nearest(db, request)
+    label = plan.label
+    try:
+        found = plan.engine.nearest(db, request)
+    except EngineSkipped as skipped:
+        found, label = [], f"{plan.label}({skipped.reason})"
     if plan.kind is PlanKind.EXACT or len(found) >= request.limit:
-        return found, plan.label
+        return found, label
+    fallback = getattr(plan.engine, "fallback", None)
+    if fallback is not None and plan.kind in fallback.kinds:
+        fallback_plan = SemanticPlan(plan.kind, fallback, plan.sources)
+        found = fallback.nearest(db, replace(request, plan=fallback_plan))
+        label = f"{label}->{fallback_plan.label}"
+        if len(found) >= request.limit:
+            return found, label
     exact_plan = SemanticPlan(PlanKind.EXACT, exact, plan.sources)
-    return exact.nearest(db, replace(request, plan=exact_plan)), f"{plan.label}->{exact_plan.label}"
+    return exact.nearest(db, replace(request, plan=exact_plan)), f"{label}->{exact_plan.label}"
 
 
 @dataclass

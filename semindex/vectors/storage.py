@@ -15,7 +15,7 @@ indexes exist at all.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,8 +48,10 @@ class VectorStorage:
         """The embedding column's type as format_type() prints it."""
         return f"vector({version.dimensions})" if self.mode == VECTOR_MODE else "jsonb"
 
-    def create_table(self, db: Database, version: EmbeddingVersion) -> None:
-        """The version's table (idempotent), with its scope and content indexes and backfill row."""
+    def create_table(self, db: Database, version: EmbeddingVersion,
+                     capture: Callable[[psycopg.Connection], None] | None = None) -> None:
+        """The version's table (idempotent), with its scope and content indexes and backfill row;
+        `capture` adds change capture in the same transaction (semindex.ann_substrate.capture)."""
         with db.connection() as conn:
             conn.execute(statement(
                 "vectors",
@@ -61,6 +63,8 @@ class VectorStorage:
                 dimensions=version.dimensions,
                 version_id=version.version_id,
             ))
+            if capture is not None:
+                capture(conn)
 
     def check_column(self, db: Database, version: EmbeddingVersion) -> str:
         """The table's embedding column type; Conflict when it is not what this storage makes."""
