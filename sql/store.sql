@@ -89,9 +89,9 @@ DELETE FROM {table} WHERE {id} = ANY(%(ids)s::{id_type}[]) AND {domain};
 -- name: count
 SELECT count(*) FROM {table} WHERE {domain} AND {filter};
 
--- name: count_capped
--- How many rows a search may see, counted up to a cap (the planner's cheap estimate).
-SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {embedding} IS NOT NULL AND {domain} AND {filter} LIMIT %(cap)s) AS s;
+-- name: estimate
+-- The planner's estimate of the rows a search may see (no rows read).
+EXPLAIN (FORMAT JSON) SELECT 1 FROM {table} WHERE {embedding} IS NOT NULL AND {domain} AND {filter};
 
 -- name: clear
 DELETE FROM {table} WHERE {domain} AND {filter};
@@ -109,6 +109,17 @@ WITH scoped AS MATERIALIZED (
     WHERE {embedding} IS NOT NULL AND {domain} AND {filter}
 )
 SELECT id, distance, metadata FROM scoped ORDER BY distance, id LIMIT %(k)s;
+
+-- name: search_exact_capped
+-- Exact while the matching rows fit the cap: up to %(cap)s of them are read once, with their
+-- distances; `matched` says whether that was all of them (then the ranking is exact and complete).
+WITH scoped AS MATERIALIZED (
+    SELECT {id}::text AS id, {embedding} {operator} %(query)s AS distance, {metadata} AS metadata
+    FROM {table}
+    WHERE {embedding} IS NOT NULL AND {domain} AND {filter}
+    LIMIT %(cap)s
+)
+SELECT id, distance, metadata, (SELECT count(*) FROM scoped) AS matched FROM scoped ORDER BY distance, id LIMIT %(k)s;
 
 -- name: search_ann
 -- One sort key, so the planner walks the ANN index; the filter applies during the walk (iterative

@@ -29,6 +29,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from semindex.errors import Conflict, InvalidInput, NotFound, Unavailable
+from semindex.indexes import HnswParameters
 from semindex.sql_files import statement
 from semindex.store.config import MAX_INDEX_DIMENSIONS, StoreConfig, check_index_params
 from semindex.store.filters import compile_filter
@@ -264,20 +265,35 @@ class PgVectorStore:
         params = {"query": vector, "k": k, **compiled.params, **self._domain()}
         indexes = await self._ann_indexes()
         ann = indexes[0] if indexes else None
-        matching = None
         async with self._connection() as conn:
-            if ann is not None and (filter is not None or self.config.domain_id is not None):
-                row = await (await conn.execute(self._statement("count_capped", filter=compiled.condition),
-                                                {**params, "cap": EXACT_THRESHOLD + 1})).fetchone()
-                matching = row[0]
-            if ann is None or (matching is not None and matching <= EXACT_THRESHOLD):
+            if ann is None:
                 rows = await self._exact(conn, compiled, params)
-                self.last_plan = SearchPlan("exact", matching, {})
+                self.last_plan = SearchPlan("exact", None, {})
+            elif filter is None and self.config.domain_id is None:
+                rows, self.last_plan = await self._walk(conn, ann, compiled, params, k, None)
             else:
-                rows, plan = await self._walk(conn, ann, compiled, params, k, matching)
-                self.last_plan = plan
+                rows, self.last_plan = await self._filtered(conn, ann, compiled, params, k)
         return [(row_id, self._metric.similarity(float(distance)), (metadata or {}) if include_metadata else None)
                 for row_id, distance, metadata in rows]
+
+    async def _filtered(self, conn, ann: dict, compiled, params, k: int) -> tuple[list, SearchPlan]:
+        """A filter (or a domain) with an ANN index: the planner's estimate of the matching rows
+        sends a clearly large set to the index; otherwise up to EXACT_THRESHOLD matching rows are
+        ranked exactly in one read, and only a set found larger goes to the index. Either way a
+        short index answer is answered exactly (see _walk)."""
+        plan = (await (await conn.execute(self._statement("estimate", filter=compiled.condition), params)).fetchone())[0]
+        estimate = int(plan[0]["Plan"]["Plan Rows"])
+        if estimate > 4 * EXACT_THRESHOLD:
+            rows, chosen = await self._walk(conn, ann, compiled, params, k, None)
+            return rows, SearchPlan(chosen.kind, None, {**chosen.settings, "estimated_rows": estimate}, chosen.widenings)
+        async with conn.transaction():
+            capped = await (await conn.execute(self._statement("search_exact_capped", filter=compiled.condition),
+                                               {**params, "cap": EXACT_THRESHOLD + 1})).fetchall()
+        matched = capped[0][3] if capped else 0
+        if matched <= EXACT_THRESHOLD:
+            return [row[:3] for row in capped], SearchPlan("exact", matched, {"estimated_rows": estimate})
+        rows, chosen = await self._walk(conn, ann, compiled, params, k, matched)
+        return rows, SearchPlan(chosen.kind, matched, {**chosen.settings, "estimated_rows": estimate}, chosen.widenings)
 
     async def _exact(self, conn, compiled, params) -> list:
         async with conn.transaction():
@@ -337,6 +353,8 @@ class PgVectorStore:
                 if state is not None:  # an interrupted concurrent build left it invalid
                     await conn.execute(self._statement("drop_index", index=sql.Identifier(self.config.schema, name)))
                 rows = (await (await conn.execute(self._statement("count_all"))).fetchone())[0]
+                # semindex's build settings: raised memory, and serial (parallel builds die on a small /dev/shm).
+                await conn.execute(statement("indexes", "raise_build_memory"), (HnswParameters().maintenance_work_mem,))
                 concurrently = rows > 0
                 where = {"index": sql.Identifier(name), "concurrently": sql.SQL("CONCURRENTLY" if concurrently else "")}
                 if index_type == "hnsw":
