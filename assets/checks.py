@@ -11,11 +11,13 @@ import dagster as dg
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec is currently in preview")
 
 from semindex import evaluation, lifecycle, quality
+from semindex.ann_substrate import recall as ann_recall
 from semindex.indexes import LEXICAL_INDEX_NAME
 from semindex.partial_indexes import managed_partial_indexes
 from semindex.vectors.version import get_version
 
 from ..resources import PostgresResource
+from .ann_substrate import ann_substrate
 from .chunks import chunks
 from .embeddings import embeddings
 from .indexes import hnsw_index, lexical_index
@@ -137,6 +139,18 @@ def shadow_regression(context: dg.AssetCheckExecutionContext, postgres: Postgres
     return _stored_verdict(context, postgres, "shadow:")
 
 
+@dg.asset_check(
+    asset=ann_substrate,
+    partitions_def=embedding_versions,
+    blocking=True,
+    description="zvec versions: the published generation's recall@10 through the zvec plan against exact search, "
+    "unfiltered and scoped, meets the version's floor (the zvec plan serves only a generation that passed)",
+)
+def substrate_recall(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
+    db = postgres.database()
+    return _result(ann_recall.substrate_recall(db, get_version(db, context.partition_key)))
+
+
 all_checks = [
     chunk_schema,
     embedding_schema,
@@ -144,6 +158,7 @@ all_checks = [
     lexical_index_valid,
     vector_indexes_valid,
     hnsw_recall,
+    substrate_recall,
     judged_relevance,
     shadow_regression,
 ]

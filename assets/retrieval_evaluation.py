@@ -4,12 +4,13 @@ from semindex.evaluation import evaluation_stage
 
 from ..resources import PostgresResource
 from .metadata import materialization
+from .ann_substrate import ann_substrate
 from .partial_index_set import partial_index_set
 from .partitions import embedding_versions
 
 
 @dg.asset(
-    deps=[partial_index_set],
+    deps=[partial_index_set, ann_substrate],
     partitions_def=embedding_versions,
     kinds={"postgres", "pgvector"},
     group_name="index_pipeline",

@@ -15,6 +15,7 @@ parser that refuses a bad value by naming it.
   SEMINDEX_SHADOW_DATABASE_URL a URL that may insert into semindex.shadow_observations (the writer's):
                                set, the HTTP service mirrors live queries to candidate versions
   SEMINDEX_SHADOW_SAMPLE_RATE  share of live semantic and hybrid queries mirrored (default 0.1)
+  SEMINDEX_ZVEC_HOME           where zvec generations live (default: SEMINDEX_HOME/zvec)
   SEMINDEX_SNAPSHOT_DIR        where the HTTP service keeps cursor snapshots, shared by its workers
                                (default: a folder per `semindex serve` under SEMINDEX_HOME/run)
   SEMINDEX_CONNECT_TIMEOUT     seconds to wait for PostgreSQL to answer a new connection (default 10,

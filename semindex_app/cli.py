@@ -372,15 +372,20 @@ def command_tokens_revoke(args: argparse.Namespace) -> int:
 
 def command_versions_list(args: argparse.Namespace) -> int:
     from semindex.database import open_database
+    from semindex.ann_substrate.recall import substrate_status
     from semindex.lifecycle import list_versions
     from semindex.shadow_traffic import live_traffic
+    from semindex.vectors.version import get_version
 
     db = open_database()
     rows = list_versions(db)
     # Live shadow traffic (queries the search service mirrored) of the versions that do not serve.
     live = {row.version_key: live_traffic(db, row.version_key) for row in rows if not row.active}
+    substrates = {row.version_key: substrate_status(db, get_version(db, row.version_key))
+                  for row in rows if row.ann_engine != "pgvector" and row.state != "retired"}
     if args.json:
-        print(json.dumps([row.__dict__ | {"role": row.role, "live_traffic": live.get(row.version_key, {})} for row in rows],
+        print(json.dumps([row.__dict__ | {"role": row.role, "live_traffic": live.get(row.version_key, {}),
+                                          "substrate": substrates.get(row.version_key)} for row in rows],
                          default=str, indent=2))
         return 0
     if not rows:
@@ -388,12 +393,58 @@ def command_versions_list(args: argparse.Namespace) -> int:
     for row in rows:
         verdict = "not evaluated" if row.verdict is None else "passed" if row.verdict else "FAILED"
         print(f"{row.version_key:<28} {row.state:<11} {row.role:<15} {row.encoder_name} ({row.dimensions}-d {row.metric}), "
-              f"promotion {row.promotion}, verdict {verdict}")
+              f"engine {row.ann_engine}, promotion {row.promotion}, verdict {verdict}")
+        substrate = substrates.get(row.version_key)
+        if substrate:
+            print(f"{'':<30}{_substrate_line(substrate)}")
         for failure in row.failures or []:
             print(f"{'':<30}- {failure}")
         for mode, figures in live.get(row.version_key, {}).items():
             print(f"{'':<30}live {mode} traffic vs the serving version: {figures['queries']} queries, "
                   f"top-10 overlap {figures['overlap@10']}, RBO {figures['rbo@10']} (since {figures['since'][:16]})")
+    return 0
+
+
+def _substrate_line(status: dict) -> str:
+    if "generation" not in status:
+        return f"{status['engine']} substrate: {status['state']}"
+    return (f"{status['engine']} substrate: {status['state']}, g{status['generation']} ({status['documents']:,} documents, "
+            f"{status['pending_changes']:,} changes pending, recall {status['recall']}, {status['disk_bytes'] / 2**20:.1f} MiB)")
+
+
+def command_substrate_build(args: argparse.Namespace) -> int:
+    from semindex.ann_substrate.recall import substrate_recall
+    from semindex.ann_substrate.stage import substrate_stage
+    from semindex.database import open_database
+    from semindex.vectors.version import get_version
+
+    db = open_database()
+    report = substrate_stage(db, args.key, full=args.full, progress_emit=print)
+    if "skipped" in report.details:
+        print(report.details["skipped"])
+        return 0
+    print(f"g{report.details['generation'][1:]}: {report.row_count:,} documents, {report.added:,} upserted, "
+          f"{report.removed:,} deleted in {report.seconds:.1f} s; {report.details['change_capture']}")
+    for line in report.details["cleaned"]:
+        print(f"  {line}")
+    verdict = substrate_recall(db, get_version(db, args.key))
+    print(f"recall check: {verdict.summary}")
+    return 0 if verdict.passed else 1
+
+
+def command_substrate_status(args: argparse.Namespace) -> int:
+    from semindex.ann_substrate.recall import substrate_status
+    from semindex.database import open_database
+    from semindex.vectors.version import all_versions, get_version
+
+    db = open_database()
+    versions = [get_version(db, args.key)] if args.key else [v for v in all_versions(db) if v.state != "retired"]
+    statuses = {version.version_key: substrate_status(db, version) for version in versions}
+    if args.json:
+        print(json.dumps(statuses, default=str, indent=2))
+        return 0
+    for key, status in statuses.items():
+        print(f"{key:<28} {_substrate_line(status)}")
     return 0
 
 
@@ -591,6 +642,25 @@ def build_parser() -> argparse.ArgumentParser:
         "  semindex versions retire mpnet-base-v2       drop its storage (not if serving or rollback target)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    substrate = verbs.add_parser(
+        "substrate",
+        help="zvec ANN substrates: build, status",
+        description="A version whose ann_engine is zvec is searched through immutable zvec generations built from "
+        "its vector table. `build` makes and publishes the next one (the rows changed since the published one, or "
+        "all with --full), then runs its recall check (the zvec plan serves a generation only once it passed); "
+        "`status` shows each version's generation, pending changes and recall. The ann_substrate asset and the "
+        "nightly and weekly schedules run the same build.",
+    )
+    substrate_verbs = substrate.add_subparsers(dest="substrate_verb", required=True, metavar="SUBSTRATE_VERB")
+    substrate_build = substrate_verbs.add_parser("build", help="build, publish and check the next generation")
+    substrate_build.add_argument("key", help="the version key")
+    substrate_build.add_argument("--full", action="store_true", help="from scratch, not from the published generation")
+    substrate_build.set_defaults(handler=command_substrate_build)
+    substrate_status_verb = substrate_verbs.add_parser("status", help="generations, horizon, pending changes, recall")
+    substrate_status_verb.add_argument("key", nargs="?", help="one version (default: every live one)")
+    substrate_status_verb.add_argument("--json", action="store_true", help="print JSON")
+    substrate_status_verb.set_defaults(handler=command_substrate_status)
+
     versions_verbs = versions.add_subparsers(dest="versions_verb", required=True, metavar="VERSIONS_VERB")
     listing = versions_verbs.add_parser("list", help="every version, its state, role and newest verdict")
     listing.add_argument("--json", action="store_true", help="print JSON")

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from .assets.ann_substrate import ann_substrate
 from .assets.checks import all_checks
 from .assets.chunks import chunks
 from .assets.embeddings import embeddings
@@ -40,6 +41,7 @@ all_assets = [
     lexical_index,
     retained_size_projection,
     partial_index_set,
+    ann_substrate,
     retrieval_evaluation,
     serving_version,
     semantic_blob,
@@ -53,15 +55,18 @@ index_pipeline = dg.define_asset_job("index_pipeline", selection=dg.AssetSelecti
 index_refresh = dg.define_asset_job(
     "index_refresh",
     selection=dg.AssetSelection.assets(
-        chunks, embeddings, vector_column, hnsw_index, lexical_index, retained_size_projection, partial_index_set
+        chunks, embeddings, vector_column, hnsw_index, lexical_index, retained_size_projection, partial_index_set,
+        ann_substrate,
     ),
     config=RUN_LOGGING,
 )
 
-# Weekly: statistics, index validity (invalid ones are rebuilt) and the partial index band.
+# Weekly: statistics, index validity (invalid ones are rebuilt), the partial index band, and a zvec
+# version's next generation (which also prunes its change log and removes retired generations).
 index_maintenance = dg.define_asset_job(
     "index_maintenance",
-    selection=dg.AssetSelection.assets(vector_column, hnsw_index, lexical_index, retained_size_projection, partial_index_set),
+    selection=dg.AssetSelection.assets(vector_column, hnsw_index, lexical_index, retained_size_projection, partial_index_set,
+                                       ann_substrate),
     config=RUN_LOGGING,
 )
 

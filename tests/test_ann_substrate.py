@@ -365,3 +365,37 @@ def test_status_and_retire(substrate, tmp_path):
     assert not (substrate["home"] / f"v{other.version_id}").exists()
     with db.connection() as conn:
         assert conn.execute("SELECT count(*) FROM semindex.vector_changes WHERE version_id = %s", (other.version_id,)).fetchone()[0] == 0
+
+
+# ---- the asset, its check, and the commands ---------------------------------------------------------
+
+def test_the_asset_builds_and_its_blocking_check_passes(substrate):
+    import dagster as dg
+
+    from tests.dagster_helpers import check_verdicts, materialize_graph, metadata
+
+    db, url, version = substrate["db"], substrate["url"], substrate["version"]
+    _add_rows(db, version, 20, np.random.default_rng(31))
+    before = published(db, version).generation
+    with dg.instance_for_test() as instance:
+        result = materialize_graph(instance, url, KEY, selection=dg.AssetSelection.assets("ann_substrate"))
+    assert result.success and check_verdicts(result) == {"substrate_recall": True}
+    facts = metadata(result, "ann_substrate")
+    assert facts["generation"] == f"g{before + 1}" and facts["documents"] == published(db, version).documents
+    assert facts["pending_changes"] == 0 and facts["build_seconds"] > 0 and facts["disk_bytes"] > 0
+    assert isinstance(facts["horizon"], str)  # an id, as text: not plotted
+
+
+def test_the_substrate_and_versions_commands(substrate, monkeypatch, capsys):
+    from semindex_app.cli import main
+
+    monkeypatch.setenv("DATABASE_URL", substrate["url"])
+    assert main(["substrate", "build", KEY]) == 0
+    out = capsys.readouterr().out
+    assert "recall check: zvec g" in out and ">=" in out
+    assert main(["substrate", "status", KEY]) == 0
+    assert "zvec substrate: serving, g" in capsys.readouterr().out
+    assert main(["versions", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "engine zvec" in listing and "zvec substrate: serving" in listing
+    assert main(["substrate", "build", "no-such-version"]) == 2
