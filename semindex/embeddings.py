@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from semindex.ann_substrate.capture import capture_for
 from semindex.database import Database
 from semindex.encoders import Encoder, EncoderSpec, load_encoder
 from semindex.errors import Conflict, InvalidInput
 from semindex.progress import ProgressReporter
+from semindex.search.engines import change_capture_for
 from semindex.sql_files import statement
 from semindex.stage_report import StageReport
 from semindex.vectors.storage import storage_for
@@ -87,7 +87,7 @@ def backfill(
         )
     check_encoder_dimensions(encoder, version.version_key, version.encoder_name, version.dimensions)
     storage = storage_for(db)
-    storage.create_table(db, version, capture_for(version))
+    storage.create_table(db, version, change_capture_for(version))
     with db.connection() as conn:
         conn.execute(statement("embedding_versions", "set_state"), ("backfilling", version.version_id))
     progress = ProgressReporter(f"embed {version.version_key}", pending, progress_emit)

@@ -11,7 +11,6 @@ there are no HNSW indexes to validate.
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +18,7 @@ import numpy as np
 from semindex.database import Database
 from semindex.indexes import index_validity, is_ann_index_name
 from semindex.sql_files import statement
-from semindex.vectors.storage import storage_for
+from semindex.vectors.storage import as_array, storage_for
 from semindex.vectors.version import EmbeddingVersion
 
 
@@ -70,11 +69,6 @@ def embedding_schema(dimensions: int, metric: str):
     )
 
 
-def as_array(value) -> np.ndarray:
-    """A vector as read back from PostgreSQL (pgvector's Vector, a JSON array's list or its text) as float64."""
-    if isinstance(value, str):
-        value = json.loads(value)
-    return np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value, dtype=np.float64)
 
 
 def _sampled_vector(value) -> np.ndarray:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 
-from semindex.ann_substrate.capture import capture_for
 from semindex.database import Database
 from semindex.embeddings import vector_count
+from semindex.search.engines import change_capture_for
 from semindex.sql_files import statement
 from semindex.stage_report import StageReport
 from semindex.vectors.storage import storage_for
@@ -24,7 +24,7 @@ def vector_column_stage(db: Database, version_key: str) -> StageReport:
     started = time.monotonic()
     version = get_version(db, version_key)
     storage = storage_for(db)
-    storage.create_table(db, version, capture_for(version))
+    storage.create_table(db, version, change_capture_for(version))
     column_type = storage.check_column(db, version)
     with db.autocommit_connection() as conn:
         conn.execute(statement("vector_column", "analyze", vectors=version.vectors_table))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from semindex import retained_size
-from semindex.ann_substrate.capture import capture_for
+from semindex.search.engines import change_capture_for
 from semindex.vectors.storage import PGVECTOR
 from semindex.vectors.version import EmbeddingVersion
 
@@ -39,7 +39,7 @@ def load_sources(db, version: EmbeddingVersion, sizes: dict[tuple[str, str], int
     """{(instance, stream): (record_keys, vectors)} after loading every source."""
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(64, version.dimensions))
-    PGVECTOR.create_table(db, version, capture_for(version))
+    PGVECTOR.create_table(db, version, change_capture_for(version))
     loaded = {}
     with db.connection() as conn:
         for (instance, stream), rows in sizes.items():

@@ -19,17 +19,21 @@ from hypothesis import strategies as st
 
 from semindex import indexes, lifecycle
 from semindex.ann_substrate import builder
-from semindex.ann_substrate.generations import generation_path, generations, published, require_zvec
+from semindex.ann_substrate.generations import (
+    VECTOR_FIELD,
+    generation_path,
+    generations,
+    published,
+    require_zvec,
+)
 from semindex.ann_substrate.recall import substrate_recall, substrate_status
 from semindex.database import open_database
 from semindex.errors import Unavailable
-from semindex.quality import as_array
 from semindex.search import PlannerSettings, Scope, Searcher, SearchRequest
 from semindex.search.engine import NearestRequest, PlanKind, SemanticPlan
 from semindex.search.engines import ZVEC
 from semindex.search.version_target import VersionTable
-from semindex.vectors.storage import PGVECTOR
-from semindex.vectors.version import get_version
+from semindex.vectors.storage import PGVECTOR, as_array
 from tests.conftest import _database_url
 from tests.synthetic_vectors import clustered_vectors, load_sources
 
@@ -73,7 +77,7 @@ def _collection(version, generation: int) -> dict[int, np.ndarray]:
     zvec = require_zvec()
     collection = zvec.open(str(generation_path(version, generation)), zvec.CollectionOption(read_only=True))
     try:
-        return {int(doc.id): np.asarray(doc.vector(builder.VECTOR_FIELD), dtype=np.float32)
+        return {int(doc.id): np.asarray(doc.vector(VECTOR_FIELD), dtype=np.float32)
                 for doc in collection.iter_docs(include_vector=True)}
     finally:
         collection.close()

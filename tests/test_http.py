@@ -11,7 +11,6 @@ import signal
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import httpx
 import pytest
@@ -24,7 +23,14 @@ from semindex.chunking import ChunkingParameters
 from semindex.search import Scope, Searcher, SearchRequest
 from semindex.vectors.version import get_version
 from tests.conftest import sample_records, write_jsonl
-from tests.http_service import VERSION_KEY, drop_database, grant_token, indexed_database, owner_token, running_service
+from tests.http_service import (
+    VERSION_KEY,
+    drop_database,
+    grant_token,
+    indexed_database,
+    owner_token,
+    running_service,
+)
 from tests.test_sql_injection import PAYLOADS, snapshot
 
 ROUTES = {"lexical": "/v1/search", "semantic": "/v1/search/semantic", "hybrid": "/v1/search/hybrid"}

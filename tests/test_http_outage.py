@@ -14,7 +14,12 @@ import time
 
 from semindex.database import embedded_database_url
 from tests.conftest import _stop_embedded_server
-from tests.http_service import drop_database, indexed_database, owner_token, running_service
+from tests.http_service import (
+    drop_database,
+    indexed_database,
+    owner_token,
+    running_service,
+)
 
 ROUTES = ("/v1/search", "/v1/search/semantic", "/v1/search/hybrid")
 

@@ -14,7 +14,12 @@ from semindex.evaluation import shadow_comparison
 from semindex.search import Searcher, SearchRequest
 from semindex.shadow_traffic import ShadowMirror, ShadowSettings, live_traffic
 from semindex_app.cli import main
-from tests.http_service import drop_database, indexed_database, owner_token, running_service
+from tests.http_service import (
+    drop_database,
+    indexed_database,
+    owner_token,
+    running_service,
+)
 
 CANDIDATE = "hash-32"
 QUERIES = ["football match", "the election campaign", "new mobile phones", "film awards", "how are you doing",

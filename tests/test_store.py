@@ -21,7 +21,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from semindex.database import open_database
 from semindex.errors import Conflict, InvalidInput, NotFound
-from semindex.store import InvalidFilter, PgVectorStore, StoreConfig, SyncPgVectorStore, VectorStoreFactory
+from semindex.store import (
+    PgVectorStore,
+    StoreConfig,
+    SyncPgVectorStore,
+    VectorStoreFactory,
+)
 from semindex.vectors.metric import metric_named
 from tests.synthetic_vectors import clustered_vectors
 from tests.test_sql_injection import PAYLOADS

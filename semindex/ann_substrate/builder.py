@@ -32,21 +32,26 @@ import numpy as np
 from psycopg.rows import class_row
 
 from semindex import settings
-from semindex.database import Database
-from semindex.quality import as_array
-from semindex.errors import Conflict, InvalidInput
 from semindex.ann_substrate.capture import ensure_change_capture
 from semindex.ann_substrate.generations import (
-    disk_bytes, generation_path, published, require_zvec, unused, version_home,
+    VECTOR_FIELD,
+    disk_bytes,
+    generation_path,
+    published,
+    require_zvec,
+    unused,
+    version_home,
 )
+from semindex.database import Database
+from semindex.errors import Conflict, InvalidInput
 from semindex.sql_files import statement
+from semindex.vectors.storage import as_array
 from semindex.vectors.version import EmbeddingVersion
 
 log = logging.getLogger(__name__)
 
 BATCH = 1024  # zvec's most documents a write
 VERIFY_SAMPLE = 32
-VECTOR_FIELD = "embedding"
 # zvec's graph metric per semindex metric. Cosine versions use inner product: zvec's COSINE stores
 # vectors normalised (491 of 500 random vectors read back changed in the last bit), and a generation
 # must hold PostgreSQL's float4 values exactly; a cosine version's vectors have unit norm (its

@@ -21,16 +21,6 @@ def trigger_names(version: EmbeddingVersion) -> dict[str, str]:
     return {f"{event}_trigger": f"{version.table_name}_capture_{event}" for event in EVENTS}
 
 
-def capture_for(version: EmbeddingVersion):
-    """What VectorStorage.create_table runs in its transaction for this version: the triggers when
-    its ANN engine needs change capture, else nothing."""
-    from semindex.search.engines import captures_changes  # the engines module imports this package
-
-    if not captures_changes(version.ann_engine):
-        return None
-    return lambda conn: create_change_capture(conn, version)
-
-
 def create_change_capture(conn: psycopg.Connection, version: EmbeddingVersion) -> None:
     """The triggers, on `conn`'s transaction (the one that creates the table)."""
     conn.execute(statement("ann_substrate", "create_capture", vectors=version.vectors_table,

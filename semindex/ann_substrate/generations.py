@@ -23,6 +23,7 @@ from semindex.sql_files import statement
 from semindex.vectors.version import EmbeddingVersion
 
 ZVEC_EXTRA = "semindex[zvec]"
+VECTOR_FIELD = "embedding"  # the vector field of every generation's collection
 ZVEC_VERSION = "0.8.0"
 
 

@@ -3,13 +3,19 @@ storage's exact engine is always available (pgvector's SQL, or the scan without 
 
 from __future__ import annotations
 
-from semindex.ann_substrate.engine import ZvecEngine
+from collections.abc import Callable
+
+import psycopg
+
+from semindex.ann_substrate.capture import create_change_capture
 from semindex.errors import InvalidInput
 from semindex.search.engine import SemanticEngine
 from semindex.search.pgvector_engine import PgvectorEngine
 from semindex.search.planner import EngineChoice
 from semindex.search.scan_engine import ScanEngine
+from semindex.search.zvec_engine import ZvecEngine
 from semindex.vectors.storage import VectorStorage
+from semindex.vectors.version import EmbeddingVersion
 
 PGVECTOR = PgvectorEngine()
 SCAN = ScanEngine()
@@ -44,6 +50,14 @@ def require_engine(name: str) -> SemanticEngine:
 def captures_changes(name: str) -> bool:
     """Whether a version on this engine needs change capture on its vector table."""
     return bool(getattr(engine_named(name), "captures_changes", False))
+
+
+def change_capture_for(version: EmbeddingVersion) -> Callable[[psycopg.Connection], None] | None:
+    """What VectorStorage.create_table runs in its transaction for this version: the change-capture
+    triggers when its ANN engine needs them, else nothing."""
+    if not captures_changes(version.ann_engine):
+        return None
+    return lambda conn: create_change_capture(conn, version)
 
 
 def exact_engine(storage: VectorStorage) -> SemanticEngine:

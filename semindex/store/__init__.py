@@ -10,7 +10,12 @@ HNSW and IVFFlat, and a synchronous facade.
 
 from semindex.store.config import StoreConfig
 from semindex.store.filters import InvalidFilter
-from semindex.store.store import IndexResult, PgVectorStore, SearchPlan, VectorStoreFactory
+from semindex.store.store import (
+           IndexResult,
+           PgVectorStore,
+           SearchPlan,
+           VectorStoreFactory,
+)
 from semindex.store.sync import SyncPgVectorStore
 
 __all__ = ["IndexResult", "InvalidFilter", "PgVectorStore", "SearchPlan", "StoreConfig", "SyncPgVectorStore",

@@ -15,6 +15,7 @@ indexes exist at all.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -113,6 +114,13 @@ class VectorStorage:
         as one float64 matrix, parsed in one pass in C. Values go through float32: what the encoder
         produced and what pgvector holds."""
         return parse_vector_texts(texts, dimensions, where)
+
+
+def as_array(value) -> np.ndarray:
+    """A vector as read back from PostgreSQL (pgvector's Vector, a JSON array's list or its text) as float64."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    return np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value, dtype=np.float64)
 
 
 def parse_vector_texts(texts: Sequence[str], dimensions: int, where: str) -> np.ndarray:

@@ -22,11 +22,11 @@ from starlette.concurrency import run_in_threadpool
 from semindex.access import Caller
 from semindex.errors import NotFound
 from semindex.lifecycle import serving_facts
-from semindex.search.sources import connection_exists
 from semindex.search import Hit, Scope, SearchRequest
 from semindex.search.ranking import RANKING_DEPTH, Ranking
 from semindex.search.request import FILTER_OPS
 from semindex.search.response import LexicalMeta
+from semindex.search.sources import connection_exists
 from semindex.shadow_traffic import DEPTH as SHADOW_DEPTH
 from semindex_app.service import metrics
 from semindex_app.service.auth import caller

@@ -12,7 +12,15 @@ from dataclasses import dataclass
 
 from fastapi.responses import JSONResponse
 
-from semindex.errors import Conflict, Forbidden, InvalidInput, NotFound, SemindexError, Unauthenticated, Unavailable
+from semindex.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    SemindexError,
+    Unauthenticated,
+    Unavailable,
+)
 
 # kind -> (status, default code)
 _KINDS: tuple[tuple[type[SemindexError], int, str], ...] = (

@@ -1,4 +1,5 @@
-"""The zvec engine: the "zvec" plan on the semantic engine seam (semindex.search.engine).
+"""The zvec engine: the "zvec" plan on the semantic engine seam (semindex.search.engine), over the
+generations semindex.ann_substrate builds.
 
 Each search process keeps one read-only handle per version on its published generation (learned
 from PostgreSQL at most every HANDLE_TTL seconds; a new generation opens a new handle and the old
@@ -24,13 +25,24 @@ from dataclasses import dataclass, field
 import numpy as np
 from psycopg.rows import class_row
 
-from semindex.ann_substrate.builder import VECTOR_FIELD
-from semindex.ann_substrate.generations import Generation, generation_path, pending_changes, published, require_zvec
+from semindex.ann_substrate.generations import (
+    VECTOR_FIELD,
+    Generation,
+    generation_path,
+    pending_changes,
+    published,
+    require_zvec,
+)
 from semindex.database import Database
-from semindex.quality import as_array
-from semindex.search.engine import Candidate, EngineSkipped, NearestRequest, PlanKind, SemanticEngine
+from semindex.search.engine import (
+    Candidate,
+    EngineSkipped,
+    NearestRequest,
+    PlanKind,
+    SemanticEngine,
+)
 from semindex.sql_files import statement
-from semindex.vectors.storage import VectorStorage
+from semindex.vectors.storage import VectorStorage, as_array
 from semindex.vectors.version import EmbeddingVersion
 
 HANDLE_TTL = 2.0  # seconds a search process trusts its idea of the published generation
