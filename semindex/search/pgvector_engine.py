@@ -15,7 +15,6 @@ from semindex.search.engine import Candidate, NearestRequest, PlanKind, best
 from semindex.sql_files import statement
 from semindex.vectors.storage import VectorStorage
 
-
 # pgvector's upper bound for hnsw.ef_search; iterative scans go on past it when a filter needs them to.
 MAX_EF_SEARCH = 1000
 

@@ -18,10 +18,10 @@ from semindex.errors import InvalidInput
 from semindex.search.fanout import SearchFanOut, default_fanout
 from semindex.search.fusion import FusionSettings, fuse
 from semindex.search.lexical import LexicalResult, LexicalSearch
-from semindex.search.ranking import RANKING_DEPTH, Ranking
 from semindex.search.planner import PlannerSettings
 from semindex.search.query import parse_query
 from semindex.search.query_cache import QueryVectorCache
+from semindex.search.ranking import RANKING_DEPTH, Ranking
 from semindex.search.request import MAX_K, Scope, SearchRequest
 from semindex.search.response import Hit, ResponseMeta, SearchResponse
 from semindex.search.semantic import SemanticResult, SemanticSearch

@@ -17,7 +17,15 @@ import numpy as np
 from semindex.database import Database
 from semindex.encoders import load_encoder
 from semindex.errors import NotFound
-from semindex.search.engine import Candidate, EngineSkipped, NearestRequest, PlanKind, SemanticEngine, SemanticPlan, best
+from semindex.search.engine import (
+    Candidate,
+    EngineSkipped,
+    NearestRequest,
+    PlanKind,
+    SemanticEngine,
+    SemanticPlan,
+    best,
+)
 from semindex.search.engines import engines_for
 from semindex.search.fanout import SearchFanOut
 from semindex.search.hydration import chunk_details, hit_from
@@ -29,7 +37,6 @@ from semindex.search.sources import sources_in_scope
 from semindex.search.version_target import VersionTable
 from semindex.vectors.storage import storage_for
 from semindex.vectors.version import EmbeddingVersion, active_version, get_version
-
 
 # The most rows a widened walk asks each plan for before the records are answered exactly.
 MAX_CANDIDATES = 1000
