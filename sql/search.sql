@@ -186,8 +186,11 @@ WHERE c.chunk_id = ANY(%s);
 -- Custom plans only: the plan depends on how common the query's terms are (a bitmap of a rare term's
 -- matches, or the first matches of a common one), and psycopg prepares a statement run often, whose
 -- generic plan would serve every query alike.
+-- Synchronized sequential scans start where another scan of the table is: a truncated ranking (the
+-- first matches up to the cap) would take different records on identical calls.
 SELECT set_config('max_parallel_workers_per_gather', '0', true),
-       set_config('plan_cache_mode', 'force_custom_plan', true);
+       set_config('plan_cache_mode', 'force_custom_plan', true),
+       set_config('synchronize_seqscans', 'off', true);
 
 -- name: lexical_source_settings
 -- Rows lie clustered by source, so a sequential scan "until the window is full" may read every

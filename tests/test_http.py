@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -572,3 +574,19 @@ def test_the_tokens_command_creates_lists_and_revokes(deployment, monkeypatch, c
                                (["tokens", "revoke", "999999"], "no token with id 999999")):
         assert main(arguments) == 2
         assert message in capsys.readouterr().err
+
+
+def test_a_new_service_removes_the_folders_of_services_that_exited(tmp_path, monkeypatch):
+    from semindex_app.service.serve import prepare_environment
+
+    monkeypatch.setenv("SEMINDEX_HOME", str(tmp_path))
+    for name in ("SEMINDEX_SNAPSHOT_DIR", "SEMINDEX_CURSOR_SECRET", "PROMETHEUS_MULTIPROC_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    runs = tmp_path / "run"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (runs / f"serve-{dead.stdout.strip()}" / "snapshots").mkdir(parents=True)
+    (runs / f"serve-{os.getppid()}").mkdir()  # a live process's: kept
+    shared = prepare_environment()
+    for name, value in shared.items():
+        monkeypatch.setenv(name, value)  # monkeypatch restores them afterwards
+    assert sorted(path.name for path in runs.iterdir()) == sorted([f"serve-{os.getppid()}", f"serve-{os.getpid()}"])

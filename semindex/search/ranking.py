@@ -7,7 +7,7 @@ hydrate a page with (Searcher.page)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 
 from semindex.search.lexical import QueryTexts
@@ -15,6 +15,7 @@ from semindex.search.response import Hit, LexicalMeta, ResponseMeta
 
 # The deepest a ranking goes (the reference server's cursors page 1,000 results deep).
 RANKING_DEPTH = 1000
+_HIT_FIELDS = tuple(field.name for field in fields(Hit))
 
 
 @dataclass
@@ -24,16 +25,22 @@ class Ranking:
     texts: QueryTexts | None = None
 
     def to_json(self) -> dict:
+        # A row per hit in _HIT_FIELDS order, not asdict (which deep-copies every hit: 39 ms for a
+        # 1,000-deep lexical ranking, as long as the search itself).
         return {
-            "hits": [{**asdict(hit), "updated_at": hit.updated_at.isoformat() if hit.updated_at else None} for hit in self.hits],
+            "hits": [[getattr(hit, name) if name != "updated_at" else (hit.updated_at.isoformat() if hit.updated_at else None)
+                      for name in _HIT_FIELDS] for hit in self.hits],
             "meta": asdict(self.meta),
             "texts": asdict(self.texts) if self.texts else None,
         }
 
     @classmethod
     def from_json(cls, values: dict) -> Ranking:
-        hits = [Hit(**{**hit, "updated_at": datetime.fromisoformat(hit["updated_at"]) if hit["updated_at"] else None})
-                for hit in values["hits"]]
+        hits = []
+        for row in values["hits"]:
+            hit = dict(zip(_HIT_FIELDS, row, strict=True))
+            hit["updated_at"] = datetime.fromisoformat(hit["updated_at"]) if hit["updated_at"] else None
+            hits.append(Hit(**hit))
         meta = dict(values["meta"])
         if meta.get("lexical") is not None:
             meta["lexical"] = LexicalMeta(**meta["lexical"])

@@ -33,7 +33,9 @@ LOGGING = {
 def prepare_environment() -> dict[str, str]:
     """What the workers share: the cursor key, the snapshot folder, the metrics folder (fresh: the
     multi-process metrics of an earlier run must not be summed into this one's)."""
-    run = settings.semindex_home() / "run" / f"serve-{os.getpid()}"
+    runs = settings.semindex_home() / "run"
+    _remove_dead_runs(runs)
+    run = runs / f"serve-{os.getpid()}"
     shared = {}
     if settings.cursor_secret() is None:
         shared["SEMINDEX_CURSOR_SECRET"] = secrets.token_urlsafe(32)
@@ -45,6 +47,23 @@ def prepare_environment() -> dict[str, str]:
     shared["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     os.environ.update(shared)
     return shared
+
+
+def _remove_dead_runs(runs) -> None:
+    """Folders of earlier `semindex serve` processes that have exited (snapshots, metrics): removed
+    at the next start, since uvicorn ends a signalled process before any clean-up of ours runs."""
+    if not runs.exists():
+        return
+    for folder in runs.glob("serve-*"):
+        pid = folder.name.removeprefix("serve-")
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            continue
 
 
 def serve(host: str, port: int, workers: int) -> None:
