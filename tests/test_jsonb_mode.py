@@ -28,7 +28,8 @@ from tests.dagster_helpers import check_verdicts, materialize_graph, metadata, r
 from tests.test_semantic_blob import _url_as, restrict_to_a_role_without_pgvector
 
 VERSION = "tiny"
-ALL_CHECKS = {"chunk_schema", "embedding_schema", "embedding_parity", "lexical_index_valid", "vector_indexes_valid", "hnsw_recall"}
+ALL_CHECKS = {"chunk_schema", "embedding_schema", "embedding_parity", "lexical_index_valid", "vector_indexes_valid", "hnsw_recall",
+              "substrate_recall"}
 QUERIES = ["football match result", "government election vote", "new mobile phone technology", "hello how are you"]
 
 

@@ -17,7 +17,8 @@ from tests.dagster_helpers import (
     register_tiny_version,
 )
 
-ALL_CHECKS = {"chunk_schema", "embedding_schema", "embedding_parity", "lexical_index_valid", "vector_indexes_valid", "hnsw_recall"}
+ALL_CHECKS = {"chunk_schema", "embedding_schema", "embedding_parity", "lexical_index_valid", "vector_indexes_valid", "hnsw_recall",
+              "substrate_recall"}
 
 
 def _chunk_vectors(db, version):
