@@ -111,7 +111,7 @@ def command_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     if failed_checks:
-        print(f"checks failed: {', '.join(failed_checks)}", file=sys.stderr)
+        print(f"semindex run: checks failed: {', '.join(failed_checks)}", file=sys.stderr)
         return 1
     print(f"\nindexed; run {result.run_id}. Sample search: {args.query!r}")
     _print_hits(semantic_search(open_database(), args.query, k=args.k, version_key=args.version))
@@ -812,6 +812,7 @@ def main(argv: list[str] | None = None) -> int:
     command = _command(args)
     debug = getattr(args, "debug", False)
     shutdown = None
+    restore_logging = None
     exported = {name: os.environ.get(name) for name in ("SEMINDEX_DEBUG", "SEMINDEX_LOG_FORMAT")}
     try:
         # Exported, so the processes this one starts (dagster dev, its runs, serve's workers) agree.
@@ -820,7 +821,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "log_format", None):
             os.environ["SEMINDEX_LOG_FORMAT"] = args.log_format
         debug = settings.debug()
-        logs.configure(settings.log_format())
+        restore_logging = logs.configure(settings.log_format())
         # The HTTP service stops the way uvicorn does (graceful, bounded), noted here; every other
         # command stops here.
         shutdown = Shutdown(command, settings.shutdown_timeout(), resumable=command in RESUMABLE)
@@ -838,6 +839,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if shutdown is not None:
             shutdown.uninstall()
+        if restore_logging is not None:
+            restore_logging()
         for name, value in exported.items():  # main() may be called in a process that lives on
             if value is None:
                 os.environ.pop(name, None)

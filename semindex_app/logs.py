@@ -114,23 +114,48 @@ def formatter(log_format: str | None = None, *, tracebacks: bool | None = None) 
     return (JsonFormatter if chosen == "json" else PlainFormatter)(tracebacks=tracebacks)
 
 
-def configure(log_format: str | None = None, *, level: int = logging.INFO) -> None:
+class StderrHandler(logging.StreamHandler):
+    """A handler on whatever sys.stderr is when a record comes, not the one it was made with (a
+    caller may swap it: a test's capture, a redirection)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def configure(log_format: str | None = None, *, level: int = logging.INFO):
     """The CLI's logging: every record to stderr in the chosen format; chatty libraries at WARNING
-    (and the pool's reconnect warnings at ERROR: a connection failure is reported once, by semindex)."""
-    handler = logging.StreamHandler(sys.stderr)
+    (and the pool's reconnect warnings at ERROR: a connection failure is reported once, by semindex).
+    Returns a function that puts back what it changed (main() may run inside a longer-lived process)."""
+    handler = StderrHandler()
     handler.setFormatter(formatter(log_format))
     handler.set_name(HANDLER_NAME)
     root = logging.getLogger()
+    quiet = {name: logging.getLogger(name).level for name in (*QUIET_LIBRARIES, "psycopg.pool")}
+    previous_level = root.level
     for existing in list(root.handlers):
-        # Ours from an earlier call (main() may run several times in one process), and the default
-        # one basicConfig would have added; a host's own handlers (pytest's) stay.
-        if existing.get_name() == HANDLER_NAME or type(existing) is logging.StreamHandler:
+        if existing.get_name() == HANDLER_NAME:  # ours from an earlier call
             root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
+    def restore() -> None:
+        root.removeHandler(handler)
+        root.setLevel(previous_level)
+        for name, quiet_level in quiet.items():
+            logging.getLogger(name).setLevel(quiet_level)
+
+    return restore
 
 
 # ---- Dagster runs ---------------------------------------------------------------------------------
@@ -194,7 +219,7 @@ def run_logger(name: str = "dagster", level: str = "INFO", log_format: str | Non
     chosen = log_format or settings.log_format()
     tracebacks = settings.debug()
     run_log = logging.Logger(name, level=logging.getLevelName(level.upper()))
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(formatter(chosen, tracebacks=tracebacks))
     handler.addFilter(RunRecordFilter(tracebacks))
     run_log.addHandler(handler)

@@ -241,6 +241,8 @@ VERBS: dict[str, list[str]] = {
     "versions promote": ["versions", "promote", "tiny"],
     "versions rollback": ["versions", "rollback"],
     "versions retire": ["versions", "retire", "tiny"],
+    "substrate build": ["substrate", "build", "tiny"],
+    "substrate status": ["substrate", "status"],
 }
 # A value of the wrong kind for an option of the verb (besides an option no verb has).
 BAD_VALUES = {
@@ -270,6 +272,8 @@ UNKNOWN_VERSIONS = {
     "versions backfill": ["versions", "backfill", "no-such-version"],
     "versions promote": ["versions", "promote", "no-such-version"],
     "versions retire": ["versions", "retire", "no-such-version"],
+    "substrate build": ["substrate", "build", "no-such-version"],
+    "substrate status": ["substrate", "status", "no-such-version"],
 }
 
 
