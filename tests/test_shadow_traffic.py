@@ -4,10 +4,12 @@ version after answering, stores their overlap with what it served, and the figur
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import threading
 import time
+import types
 
 from semindex import embeddings, indexes, lifecycle, relevance_metrics
 from semindex.evaluation import shadow_comparison
@@ -82,7 +84,8 @@ def test_the_mirror_never_blocks_and_drops_when_its_queue_is_full():
         return []
 
     events = []
-    mirror = ShadowMirror(slow_search, reader=_NoCandidates(), writer=None, settings=ShadowSettings(sample_rate=1, queue_size=2),
+    writer = _Writer()
+    mirror = ShadowMirror(slow_search, reader=_NoCandidates(), writer=writer, settings=ShadowSettings(sample_rate=1, queue_size=2),
                           on_event=events.append)
     mirror._candidates = (time.monotonic(), ["candidate"])
     started = time.perf_counter()
@@ -92,7 +95,25 @@ def test_the_mirror_never_blocks_and_drops_when_its_queue_is_full():
     assert not mirror.offer(SearchRequest("lexical", mode="lexical"), [], "serving")  # not a mirrored mode
     assert not mirror.offer(SearchRequest("shadow", mode="semantic", version_key="x"), [], "serving")  # already a shadow query
     release.set()
+    mirror.join()
+    mirror.close()
+    assert events.count("recorded") == offered.count(True) == writer.batches
 
 
 class _NoCandidates:
     """A reader that is never asked (the candidate list is preset)."""
+
+
+class _Writer:
+    """Counts the observation batches the mirror stores (their SQL is tested on PostgreSQL above)."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    @contextlib.contextmanager
+    def connection(self):
+        self.batches += 1
+        yield self
+
+    def execute(self, *args, **kwargs):
+        return types.SimpleNamespace(rowcount=1)
