@@ -3,6 +3,7 @@ database per test, and small real-text corpora cut from the bundled sample."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -73,6 +74,51 @@ def database_url(server_url) -> str:
         opened.close()
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def scratch_database(server_url: str, prefix: str = "m"):
+    """A database of its own for a module's fixture (opened through open_database), dropped after."""
+    from semindex import database as database_module
+    from semindex.database import open_database
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = _database_url(server_url, name)
+    try:
+        yield url, open_database(url)
+    finally:
+        opened = database_module._open_databases.pop(url, None)
+        if opened:
+            opened.close()
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def chromium() -> None:
+    """Debian's chromium and chromium-driver, installed on first use: a skipped UI test would hide
+    a broken page, so a machine without them gets them (or the test fails saying why)."""
+    from tests.browser import ChromiumUnavailable, ensure_chromium
+
+    try:
+        ensure_chromium()
+    except ChromiumUnavailable as error:
+        pytest.fail(f"headless Chromium is required for the UI tests: {error}")
+
+
+@pytest.fixture
+def browser(chromium, tmp_path):
+    from tests.browser import headless_chromium
+
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir()
+    driver = headless_chromium(profile)
+    try:
+        yield driver
+    finally:
+        driver.quit()
 
 
 @pytest.fixture

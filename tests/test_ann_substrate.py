@@ -34,7 +34,7 @@ from semindex.search.engine import NearestRequest, PlanKind, SemanticPlan
 from semindex.search.engines import ZVEC
 from semindex.search.version_target import VersionTable
 from semindex.vectors.storage import PGVECTOR, as_array
-from tests.conftest import _database_url
+from tests.conftest import scratch_database
 from tests.synthetic_vectors import clustered_vectors, load_sources
 
 KEY = "zvec-32"
@@ -46,26 +46,23 @@ SCOPES = {0.001: ("s1",), 0.01: ("s1", "s2"), 0.1: ("s1", "s2", "s3"), 0.5: ("s1
 
 @pytest.fixture(scope="module")
 def substrate(server_url, tmp_path_factory):
-    name = f"zv_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = _database_url(server_url, name)
     home = tmp_path_factory.mktemp("zvec")
     os.environ["SEMINDEX_ZVEC_HOME"] = str(home)
-    db = open_database(url)
+    try:
+        with scratch_database(server_url, "zv") as (url, db):
+            yield _loaded(db, url, home)
+    finally:
+        os.environ.pop("SEMINDEX_ZVEC_HOME", None)
+
+
+def _loaded(db, url, home) -> dict:
     version = lifecycle.register_version(db, KEY, "hashing-32", 32, ann_engine="zvec")
     loaded, centers = load_sources(db, version, SIZES)
     indexes.build_hnsw(db, version, indexes.HnswParameters())
     report = builder.build(db, version)
     assert report.full and report.documents == 10_000 and report.generation == 1
     assert substrate_recall(db, version).passed
-    yield {"db": db, "url": url, "version": version, "centers": centers, "home": home}
-    from semindex import database as database_module
-
-    database_module._open_databases.pop(url).close()
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    os.environ.pop("SEMINDEX_ZVEC_HOME", None)
+    return {"db": db, "url": url, "version": version, "centers": centers, "home": home}
 
 
 def _table(db, version) -> dict[int, np.ndarray]:
@@ -114,8 +111,9 @@ def _add_rows(db, version, count: int, rng) -> list[int]:
                                       sha256(content_sha256 || '\\x01'::bytea)
                                FROM semindex.raw_records WHERE record_key LIKE %s ORDER BY record_id
                                RETURNING chunk_id, record_key, content_sha256""", (f"new-{tag}-%",)).fetchall()
-        vectors = rng.normal(size=(count, version.dimensions)).astype(np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        # Drawn like the loaded rows (load_sources' centers come from the same seed), so the data
+        # stays clustered as real embeddings are: uniform random vectors would be a harder graph.
+        vectors = clustered_vectors(rng, count, version.dimensions, np.random.default_rng(7).normal(size=(64, version.dimensions)))
         PGVECTOR.copy_version_rows(conn, version, ((chunk_id, "s5", "x", key, "text", sha, vector)
                                                    for (chunk_id, key, sha), vector in zip(rows, vectors)))
     return [row[0] for row in rows]

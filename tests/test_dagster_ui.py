@@ -18,9 +18,6 @@ import pytest
 
 from semindex_app.runner import prepare_dagster_home
 from tests.browser import (
-    ChromiumUnavailable,
-    ensure_chromium,
-    headless_chromium,
     screenshot_on_failure,
     stop_process_group,
     wait_until,
@@ -49,27 +46,6 @@ EMBEDDING_CHECKS = ("embedding_schema", "embedding_parity")
 # not what this test is about.
 UPSTREAM_OF_EMBEDDINGS = dg.AssetSelection.assets("raw_records", "chunks", "embeddings")
 SERVER_START_TIMEOUT = 120
-
-
-@pytest.fixture(scope="session")
-def chromium() -> None:
-    """Debian's chromium and chromium-driver, installed on first use: a skipped UI test would hide
-    a broken UI, so a machine without them gets them (or the test fails saying why)."""
-    try:
-        ensure_chromium()
-    except ChromiumUnavailable as error:
-        pytest.fail(f"headless Chromium is required for the UI test: {error}")
-
-
-@pytest.fixture
-def browser(chromium, tmp_path):
-    profile = tmp_path / "chromium-profile"
-    profile.mkdir()
-    driver = headless_chromium(profile)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture

@@ -9,9 +9,6 @@ import json
 import pytest
 
 from tests.browser import (
-    ChromiumUnavailable,
-    ensure_chromium,
-    headless_chromium,
     screenshot_on_failure,
     wait_until,
 )
@@ -26,27 +23,6 @@ QUERY = "film"  # in headlines and bodies of several sample records (entertainme
 LIMIT = 10
 ROUTES = {"lexical": "/v1/search", "semantic": "/v1/search/semantic", "hybrid": "/v1/search/hybrid"}
 COLUMNS = tuple(ROUTES)
-
-
-@pytest.fixture(scope="session")
-def chromium() -> None:
-    """Debian's chromium and chromium-driver, installed on first use: a skipped UI test would hide
-    a broken page, so a machine without them gets them (or the test fails saying why)."""
-    try:
-        ensure_chromium()
-    except ChromiumUnavailable as error:
-        pytest.fail(f"headless Chromium is required for the search page test: {error}")
-
-
-@pytest.fixture
-def browser(chromium, tmp_path):
-    profile = tmp_path / "chromium-profile"
-    profile.mkdir()
-    driver = headless_chromium(profile)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from semindex.store import (
     VectorStoreFactory,
 )
 from semindex.vectors.metric import metric_named
+from tests.conftest import scratch_database
 from tests.synthetic_vectors import clustered_vectors
 from tests.test_sql_injection import PAYLOADS
 
@@ -294,22 +295,11 @@ filters = st.recursive(
 
 @pytest.fixture(scope="module")
 def filter_store(server_url):
-    name = f"store_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    from tests.conftest import _database_url
-
-    url = _database_url(server_url, name)
-    open_database(url)
-    store = SyncPgVectorStore({"connection_string": url, "dimensions": 4, "id_type": "text", "table_name": "filters"})
-    store.initialize()
-    yield store
-    store.close()
-    from semindex import database as database_module
-
-    database_module._open_databases.pop(url).close()
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(server_url, "store") as (url, _):
+        store = SyncPgVectorStore({"connection_string": url, "dimensions": 4, "id_type": "text", "table_name": "filters"})
+        store.initialize()
+        yield store
+        store.close()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -357,13 +347,11 @@ SELECTIVITIES = (0.001, 0.01, 0.1, 0.5, 1.0)
 @pytest.fixture(scope="module")
 def big_store(server_url):
     """50,000 rows of 32-d clustered vectors; `bucket` = row % 1000 selects any share of them."""
-    name = f"store_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    from tests.conftest import _database_url
+    with scratch_database(server_url, "store") as (url, _):
+        yield from _big_stores(url)
 
-    url = _database_url(server_url, name)
-    open_database(url)
+
+def _big_stores(url: str):
     rng = np.random.default_rng(11)
     centers = rng.normal(size=(40, 32))
     vectors = clustered_vectors(rng, 50_000, 32, centers)
@@ -379,11 +367,6 @@ def big_store(server_url):
     yield stores, vectors, ids, queries
     for store in stores.values():
         store.close()
-    from semindex import database as database_module
-
-    database_module._open_databases.pop(url).close()
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivfflat"])

@@ -18,6 +18,7 @@ from semindex.evaluation import DEFAULT_HNSW_RECALL
 from semindex.quality import Verdict, sample_percent
 from semindex.search.engine import NearestRequest, PlanKind, SemanticPlan
 from semindex.search.engines import PGVECTOR, ZVEC
+from semindex.search.planner import PlannerSettings
 from semindex.search.request import Scope
 from semindex.search.sources import sources_in_scope
 from semindex.search.version_target import VersionTable
@@ -47,7 +48,8 @@ def substrate_recall(db: Database, version: EmbeddingVersion, *, queries: int = 
         kind, plan_sources, name = ((PlanKind.GLOBAL, (), "unfiltered") if number % 2 == 0 or not scoped
                                     else (PlanKind.ANN, tuple(scoped), "scoped"))
         target = VersionTable(version, storage, Scope())
-        request = NearestRequest(target, SemanticPlan(kind, ZVEC, plan_sources), query, k, window=100)
+        # The candidate window search itself uses (the planner's), so the check measures the plan as it serves.
+        request = NearestRequest(target, SemanticPlan(kind, ZVEC, plan_sources), query, k, window=PlannerSettings().candidate_window)
         approximate = ZVEC.nearest(db, request, require_recall=False)
         exact = PGVECTOR.nearest(db, replace(request, plan=SemanticPlan(PlanKind.EXACT, PGVECTOR, plan_sources)))
         if exact:
