@@ -3,6 +3,9 @@ DATABASE_URL's), kept between runs, and the 24 skewed sources the latency benchm
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
 import psycopg
 
 from semindex.database import Database, resolve_database_url
@@ -47,3 +50,17 @@ def scopes_by_share(sizes: dict[str, int]) -> dict[str, tuple[str, ...]]:
     scopes["50%"] = tuple(half)
     scopes["100%"] = ()
     return scopes
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def database_on(server_url: str, name: str) -> str:
+    """The URL of database `name` on the server `server_url` points at (query kept)."""
+    base, _, query = server_url.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")

@@ -39,12 +39,12 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-import numpy as np
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_database import scopes_by_share  # noqa: E402
+from bench_database import database_on, log, percentile, scopes_by_share  # noqa: E402
+
 from semindex.access import create_token, revoke_token  # noqa: E402
 from semindex.builders.sample_corpus import iter_chitchat_messages  # noqa: E402
 from semindex.chunks import backfill_lexical_documents  # noqa: E402
@@ -61,17 +61,8 @@ ROOT = Path(__file__).resolve().parent.parent
 _LOG_LINE = re.compile(r" (GET|POST) (\S+) (\d{3}) ([\d.]+)ms$")
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
 def database_url(server_url: str) -> str:
-    base, _, query = server_url.partition("?")
-    return f"{base.rsplit('/', 1)[0]}/{DATABASE}" + (f"?{query}" if query else "")
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
+    return database_on(server_url, DATABASE)
 
 
 def latency_figures(latencies_ms: list[float]) -> dict:

@@ -53,6 +53,9 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_database import database_on, log, percentile  # noqa: E402
 
 from semindex import settings
 from semindex.database import embedded_database_url, open_database
@@ -78,17 +81,8 @@ def clustered_vectors(rng: np.random.Generator, rows: int, dims: int, centers: n
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
 def database_url(server_url: str) -> str:
-    base, _, query = server_url.partition("?")
-    return f"{base.rsplit('/', 1)[0]}/{DATABASE}" + (f"?{query}" if query else "")
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
+    return database_on(server_url, DATABASE)
 
 
 def fresh_database(server_url: str, maintenance_work_mem: str) -> str:
