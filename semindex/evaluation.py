@@ -22,6 +22,7 @@ from semindex.encoders import load_encoder
 from semindex.judged_sets import JudgedSet, load_judged_sets
 from semindex.lifecycle import JUDGED_THRESHOLDS, StoredEvaluation, record_evaluation
 from semindex.quality import Verdict, check_parity, sample_percent
+from semindex.relevance_metrics import distance_recall
 from semindex.search import Searcher, SearchRequest, searcher_for
 from semindex.sql_files import statement
 from semindex.shadow_traffic import live_traffic
@@ -84,10 +85,7 @@ def hnsw_recall(
             conn.execute(statement("quality", "exact_scan"))
             exact = [row[1] for row in conn.execute(top_k, (query, query, k))]
         if exact:
-            # Counted by distance, not id: repeated texts share a vector, and any of the tied
-            # chunks is an equally correct answer.
-            kth = exact[-1] + 1e-6
-            recalls.append(sum(1 for distance in approximate if distance <= kth) / len(exact))
+            recalls.append(distance_recall(approximate, exact, k))
     if not recalls:
         return Verdict(False, f"version {version.version_key!r} has no vectors to query", {"queries": 0}, {"queries": 0})
     recall = sum(recalls) / len(recalls)

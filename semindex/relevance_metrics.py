@@ -25,6 +25,7 @@ from semindex.errors import InvalidInput
 __all__ = [
     "QueryScores",
     "dedupe",
+    "distance_recall",
     "ndcg_at_k",
     "precision_at_k",
     "rank_biased_overlap",
@@ -84,6 +85,28 @@ def recall_at_k(ranked: Iterable[Hashable], relevant: Iterable[Hashable], k: int
     if relevant_count == 0:
         return 0.0
     return sum(hits) / relevant_count
+
+
+# Two vectors that tie exactly can come back a few ulps apart from different plans (an index walk
+# and a sequential scan sum in different orders): 1e-6 is far below any real gap between texts.
+DISTANCE_TIE_TOLERANCE = 1e-6
+
+
+def distance_recall(found: Sequence[float], exact: Sequence[float], k: int = 10,
+                    tolerance: float = DISTANCE_TIE_TOLERANCE) -> float:
+    """Recall@k of an approximate nearest-neighbour answer, judged by distance rather than id.
+
+    `found` holds the distances the approximate search returned, `exact` the exact search's, both
+    best first. A hit counts as correct when its distance is within `tolerance` of the exact k-th
+    distance: rows that repeat one text share one vector, so any of the tied rows is an equally
+    right answer, and counting by id would call the index wrong for picking another of them. An
+    empty exact answer (nothing in scope) scores 1.0 when nothing was found."""
+    _check_k(k)
+    wanted = min(k, len(exact))
+    if wanted == 0:
+        return 1.0 if not found else 0.0
+    kth = sorted(exact)[wanted - 1] + tolerance
+    return min(wanted, sum(1 for distance in list(found)[:k] if distance <= kth)) / wanted
 
 
 def precision_at_k(ranked: Iterable[Hashable], relevant: Iterable[Hashable], k: int = 10) -> float:

@@ -16,6 +16,7 @@ from semindex.relevance_metrics import (
     precision_at_k,
     rank_biased_overlap,
     recall_at_k,
+    distance_recall,
     reciprocal_rank,
     score_query,
     summarize,
@@ -204,3 +205,24 @@ def test_summarize_leaves_out_comparisons_that_were_not_made_and_refuses_mixture
     with pytest.raises(ValueError, match="at least one"):
         summarize([])
     assert isinstance(plain, QueryScores)
+
+
+def test_distance_recall_counts_exact_ties_as_hits():
+    # Three rows share the k-th exact distance (one text repeated); the index returned another of
+    # them than the exact scan did: still a full answer.
+    exact = [0.10, 0.20, 0.30]
+    assert distance_recall([0.10, 0.20, 0.30 + 5e-7], exact, k=3) == 1.0
+    # A hit past the k-th distance by more than the tolerance is a miss.
+    assert distance_recall([0.10, 0.20, 0.31], exact, k=3) == pytest.approx(2 / 3)
+    # Only the first k found distances count, and a short answer is not rewarded.
+    assert distance_recall([0.10], exact, k=3) == pytest.approx(1 / 3)
+    assert distance_recall([0.05, 0.10, 0.20, 0.30], exact, k=3) == 1.0
+    # Fewer rows in scope than k: judged against what exists.
+    assert distance_recall([0.10, 0.20], [0.10, 0.20], k=10) == 1.0
+    assert distance_recall([], [], k=10) == 1.0
+
+
+def test_distance_recall_tolerance_is_tight():
+    exact = [0.1] * 10
+    assert distance_recall([0.1 + 2e-6] * 10, exact, k=10) == 0.0
+    assert distance_recall([0.1 + 2e-6] * 10, exact, k=10, tolerance=1e-5) == 1.0

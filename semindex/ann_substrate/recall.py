@@ -16,6 +16,7 @@ from semindex.ann_substrate.generations import generations, pending_changes, pub
 from semindex.database import Database
 from semindex.evaluation import DEFAULT_HNSW_RECALL
 from semindex.quality import Verdict, sample_percent
+from semindex.relevance_metrics import distance_recall
 from semindex.search.engine import NearestRequest, PlanKind, SemanticPlan
 from semindex.search.engines import PGVECTOR, ZVEC
 from semindex.search.planner import PlannerSettings
@@ -53,8 +54,7 @@ def substrate_recall(db: Database, version: EmbeddingVersion, *, queries: int = 
         approximate = ZVEC.nearest(db, request, require_recall=False)
         exact = PGVECTOR.nearest(db, replace(request, plan=SemanticPlan(PlanKind.EXACT, PGVECTOR, plan_sources)))
         if exact:
-            kth = exact[-1].distance + 1e-6
-            recalls[name].append(sum(1 for candidate in approximate if candidate.distance <= kth) / len(exact))
+            recalls[name].append(distance_recall([c.distance for c in approximate], [c.distance for c in exact], k))
     measured = {name: round(sum(values) / len(values), 4) for name, values in recalls.items() if values}
     if not measured:
         return Verdict(False, f"version {version.version_key!r} has no vectors to query", {"queries": 0})
