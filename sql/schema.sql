@@ -130,6 +130,32 @@ CREATE TABLE IF NOT EXISTS semindex.embedding_backfill (
     reused_vectors  bigint NOT NULL DEFAULT 0,
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
+-- Parallel backfill (semindex.backfill_claims): workers carve the chunks above a version's watermark
+-- into ranges (after_chunk, through_chunk], each leased to one worker (FOR UPDATE SKIP LOCKED) until
+-- it is done or its lease runs out and another worker takes it over. The ranges of a version tile
+-- (watermark, highest through_chunk]; done ones are removed once the watermark passes them.
+CREATE TABLE IF NOT EXISTS semindex.embedding_claims (
+    version_id      bigint NOT NULL REFERENCES semindex.embedding_versions (version_id) ON DELETE CASCADE,
+    after_chunk     bigint NOT NULL,
+    through_chunk   bigint NOT NULL CHECK (through_chunk > after_chunk),
+    worker          text NOT NULL,
+    lease_token     uuid NOT NULL,
+    leased_until    timestamptz NOT NULL,
+    attempts        integer NOT NULL DEFAULT 1,
+    done            boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (version_id, after_chunk)
+);
+-- The texts a live range will encode: each text without a vector belongs to the first range carved
+-- with it, so two workers never encode the same text; later ranges holding it wait for its owner,
+-- which writes their vectors too. Released when the owner is done.
+CREATE TABLE IF NOT EXISTS semindex.embedding_text_claims (
+    version_id      bigint NOT NULL,
+    content_sha256  bytea NOT NULL,
+    after_chunk     bigint NOT NULL,
+    PRIMARY KEY (version_id, content_sha256),
+    FOREIGN KEY (version_id, after_chunk) REFERENCES semindex.embedding_claims (version_id, after_chunk) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS embedding_text_claims_owner ON semindex.embedding_text_claims (version_id, after_chunk);
 
 CREATE TABLE IF NOT EXISTS semindex.retained_size_projection (
     connector_instance_id text NOT NULL,
@@ -332,3 +358,241 @@ CREATE TABLE IF NOT EXISTS semindex.ann_fields (
     field_id  integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     field     text NOT NULL UNIQUE
 );
+
+-- Row counts kept by the writes themselves (semindex.row_counts), so no run counts a table: per
+-- counted relation and source, its rows (raw_records: live records), bytes (the text of record
+-- fields, chunk content; 0 for the others) and touched (rows ever written: it only grows, so an
+-- unchanged figure means an unchanged table). Statement-level triggers append what each statement
+-- changed to source_row_deltas (appends never wait on each other, as updates of one counter row
+-- would); readers fold the deltas in. A relation is counted in full once, when its triggers are
+-- attached (count_relation), under a lock that keeps writers out meanwhile.
+CREATE TABLE IF NOT EXISTS semindex.source_rows (
+    relation              text NOT NULL,
+    connector_instance_id text NOT NULL,
+    stream                text NOT NULL,
+    rows                  bigint NOT NULL DEFAULT 0,
+    bytes                 bigint NOT NULL DEFAULT 0,
+    touched               bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (relation, connector_instance_id, stream)
+);
+CREATE TABLE IF NOT EXISTS semindex.source_row_deltas (
+    relation              text NOT NULL,
+    connector_instance_id text NOT NULL,
+    stream                text NOT NULL,
+    rows                  bigint NOT NULL,
+    bytes                 bigint NOT NULL,
+    touched               bigint NOT NULL
+);
+CREATE INDEX IF NOT EXISTS source_row_deltas_relation ON semindex.source_row_deltas (relation);
+CREATE TABLE IF NOT EXISTS semindex.counted_relations (
+    relation    text PRIMARY KEY,
+    counted_at  timestamptz NOT NULL DEFAULT now()
+);
+-- Chunk ids the parity check must look at again (semindex.quality): deleted or moved in chunks or a
+-- vector table, or inserted at or below a verified watermark (never in a normal run: ids only grow).
+-- xid is the writing transaction; chunk_id NULL records a TRUNCATE (everything changed).
+CREATE TABLE IF NOT EXISTS semindex.chunk_id_changes (
+    chunk_id  bigint,
+    xid       xid8 NOT NULL DEFAULT pg_current_xact_id()
+);
+CREATE INDEX IF NOT EXISTS chunk_id_changes_xid ON semindex.chunk_id_changes (xid);
+-- A version's last passing parity check: every chunk up to chunk_watermark had exactly one vector,
+-- and every change by a transaction below horizon was visible to it.
+CREATE TABLE IF NOT EXISTS semindex.parity_verified (
+    version_id        bigint PRIMARY KEY REFERENCES semindex.embedding_versions (version_id) ON DELETE CASCADE,
+    chunk_watermark   bigint NOT NULL,
+    horizon           xid8 NOT NULL,
+    verified_at       timestamptz NOT NULL DEFAULT now(),
+    full_verified_at  timestamptz NOT NULL
+);
+-- A check's last measurement of a version, kept with the state it measured (semindex.quality): a run
+-- on the same state reuses it instead of measuring again.
+CREATE TABLE IF NOT EXISTS semindex.check_measurements (
+    version_id   bigint NOT NULL REFERENCES semindex.embedding_versions (version_id) ON DELETE CASCADE,
+    check_name   text NOT NULL,
+    state        text NOT NULL,
+    verdict      jsonb NOT NULL,
+    measured_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (version_id, check_name)
+);
+-- The trigger functions, one per shape of counted table. TG_ARGV[0] is the relation's counter name,
+-- for a vector table TG_ARGV[1] its version id. Each statement appends one delta row per source it
+-- wrote: an update counts as its new rows less its old ones.
+CREATE OR REPLACE FUNCTION semindex.reset_counted_rows(counter text) RETURNS void LANGUAGE sql AS $$
+    WITH folded AS (
+        DELETE FROM semindex.source_row_deltas WHERE relation = counter RETURNING connector_instance_id, stream, touched
+    )
+    INSERT INTO semindex.source_rows AS s (relation, connector_instance_id, stream, rows, bytes, touched)
+    SELECT counter, connector_instance_id, stream, 0, 0, sum(touched) FROM folded
+    GROUP BY connector_instance_id, stream ORDER BY connector_instance_id, stream
+    ON CONFLICT (relation, connector_instance_id, stream) DO UPDATE SET touched = s.touched + excluded.touched;
+    UPDATE semindex.source_rows SET rows = 0, bytes = 0, touched = touched + 1 WHERE relation = counter;
+$$;
+CREATE OR REPLACE FUNCTION semindex.count_record_rows() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        PERFORM semindex.reset_counted_rows(TG_ARGV[0]);
+    ELSIF TG_OP = 'INSERT' THEN
+        INSERT INTO semindex.source_row_deltas (relation, connector_instance_id, stream, rows, bytes, touched)
+        SELECT TG_ARGV[0], connector_instance_id, stream, count(*) FILTER (WHERE NOT deleted),
+               coalesce(sum(octet_length(fields::text)) FILTER (WHERE NOT deleted), 0), count(*)
+        FROM new_rows GROUP BY connector_instance_id, stream;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO semindex.source_row_deltas (relation, connector_instance_id, stream, rows, bytes, touched)
+        SELECT TG_ARGV[0], connector_instance_id, stream, -count(*) FILTER (WHERE NOT deleted),
+               -coalesce(sum(octet_length(fields::text)) FILTER (WHERE NOT deleted), 0), count(*)
+        FROM old_rows GROUP BY connector_instance_id, stream;
+    ELSE
+        INSERT INTO semindex.source_row_deltas (relation, connector_instance_id, stream, rows, bytes, touched)
+        SELECT TG_ARGV[0], connector_instance_id, stream, sum(rows), sum(bytes), sum(touched) FROM (
+            SELECT connector_instance_id, stream, CASE WHEN deleted THEN 0 ELSE 1 END AS rows,
+                   CASE WHEN deleted THEN 0 ELSE octet_length(fields::text) END AS bytes, 1 AS touched
+            FROM new_rows
+            UNION ALL
+            SELECT connector_instance_id, stream, CASE WHEN deleted THEN 0 ELSE -1 END,
+                   CASE WHEN deleted THEN 0 ELSE -octet_length(fields::text) END, 0
+            FROM old_rows
+        ) AS changed
+        GROUP BY connector_instance_id, stream;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE FUNCTION semindex.count_chunk_rows() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        PERFORM semindex.reset_counted_rows(TG_ARGV[0]);
+        INSERT INTO semindex.chunk_id_changes (chunk_id) VALUES (NULL);
+    ELSIF TG_OP = 'INSERT' THEN
+        INSERT INTO semindex.source_row_deltas (relation, connector_instance_id, stream, rows, bytes, touched)
+        SELECT TG_ARGV[0], connector_instance_id, stream, count(*), sum(octet_length(content)), count(*)
+        FROM new_rows GROUP BY connector_instance_id, stream;
+        INSERT INTO semindex.chunk_id_changes (chunk_id)
+        SELECT chunk_id FROM new_rows
+        WHERE chunk_id <= (SELECT max(chunk_watermark) FROM semindex.parity_verified);
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO semindex.source_row_deltas (relation, connector_instance_id, stream, rows, bytes, touched)
+        SELECT TG_ARGV[0], connector_instance_id, stream, -count(*), -sum(octet_length(content)), count(*)
+        FROM old_rows GROUP BY connector_instance_id, stream;
+        INSERT INTO semindex.chunk_id_changes (chunk_id) SELECT chunk_id FROM old_rows;
+    ELSE
+        INSERT INTO semindex.source_row_deltas (relation, connector_instance_id, stream, rows, bytes, touched)
+        SELECT TG_ARGV[0], connector_instance_id, stream, sum(rows), sum(bytes), sum(touched) FROM (
+            SELECT connector_instance_id, stream, 1 AS rows, octet_length(content) AS bytes, 1 AS touched FROM new_rows
+            UNION ALL
+            SELECT connector_instance_id, stream, -1, -octet_length(content), 0 FROM old_rows
+        ) AS changed
+        GROUP BY connector_instance_id, stream;
+        INSERT INTO semindex.chunk_id_changes (chunk_id)
+        SELECT chunk_id FROM ((SELECT chunk_id FROM old_rows EXCEPT SELECT chunk_id FROM new_rows)
+                              UNION (SELECT chunk_id FROM new_rows EXCEPT SELECT chunk_id FROM old_rows)) AS moved;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE FUNCTION semindex.count_vector_rows() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        PERFORM semindex.reset_counted_rows(TG_ARGV[0]);
+        INSERT INTO semindex.chunk_id_changes (chunk_id) VALUES (NULL);
+    ELSIF TG_OP = 'INSERT' THEN
+        INSERT INTO semindex.source_row_deltas (relation, connector_instance_id, stream, rows, bytes, touched)
+        SELECT TG_ARGV[0], connector_instance_id, stream, count(*), 0, count(*)
+        FROM new_rows GROUP BY connector_instance_id, stream;
+        INSERT INTO semindex.chunk_id_changes (chunk_id)
+        SELECT chunk_id FROM new_rows
+        WHERE chunk_id <= (SELECT chunk_watermark FROM semindex.parity_verified WHERE version_id = TG_ARGV[1]::bigint);
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO semindex.source_row_deltas (relation, connector_instance_id, stream, rows, bytes, touched)
+        SELECT TG_ARGV[0], connector_instance_id, stream, -count(*), 0, count(*)
+        FROM old_rows GROUP BY connector_instance_id, stream;
+        INSERT INTO semindex.chunk_id_changes (chunk_id) SELECT chunk_id FROM old_rows;
+    ELSE
+        INSERT INTO semindex.source_row_deltas (relation, connector_instance_id, stream, rows, bytes, touched)
+        SELECT TG_ARGV[0], connector_instance_id, stream, sum(rows), 0, sum(touched) FROM (
+            SELECT connector_instance_id, stream, 1 AS rows, 1 AS touched FROM new_rows
+            UNION ALL
+            SELECT connector_instance_id, stream, -1, 0 FROM old_rows
+        ) AS changed
+        GROUP BY connector_instance_id, stream;
+        INSERT INTO semindex.chunk_id_changes (chunk_id)
+        SELECT chunk_id FROM ((SELECT chunk_id FROM old_rows EXCEPT SELECT chunk_id FROM new_rows)
+                              UNION (SELECT chunk_id FROM new_rows EXCEPT SELECT chunk_id FROM old_rows)) AS moved;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE FUNCTION semindex.count_plain_rows() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        PERFORM semindex.reset_counted_rows(TG_ARGV[0]);
+    ELSIF TG_OP = 'INSERT' THEN
+        INSERT INTO semindex.source_row_deltas (relation, connector_instance_id, stream, rows, bytes, touched)
+        SELECT TG_ARGV[0], connector_instance_id, stream, count(*), 0, count(*)
+        FROM new_rows GROUP BY connector_instance_id, stream;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO semindex.source_row_deltas (relation, connector_instance_id, stream, rows, bytes, touched)
+        SELECT TG_ARGV[0], connector_instance_id, stream, -count(*), 0, count(*)
+        FROM old_rows GROUP BY connector_instance_id, stream;
+    ELSE
+        INSERT INTO semindex.source_row_deltas (relation, connector_instance_id, stream, rows, bytes, touched)
+        SELECT TG_ARGV[0], connector_instance_id, stream, sum(rows), 0, sum(touched) FROM (
+            SELECT connector_instance_id, stream, 1 AS rows, 1 AS touched FROM new_rows
+            UNION ALL
+            SELECT connector_instance_id, stream, -1, 0 FROM old_rows
+        ) AS changed
+        GROUP BY connector_instance_id, stream;
+    END IF;
+    RETURN NULL;
+END
+$$;
+-- Attach the counting triggers to `target` and count it once, unless that is done. `shape` is
+-- records, chunks, vectors (version_id given) or plain. The lock keeps writers out between the
+-- count and the triggers, so no write is missed or counted twice. Returns true when it counted.
+CREATE OR REPLACE FUNCTION semindex.count_relation(target regclass, shape text, version_id bigint DEFAULT NULL)
+RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    counter text := (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class AS c
+                     JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE c.oid = target);
+    counting text := CASE shape WHEN 'records' THEN 'semindex.count_record_rows' WHEN 'chunks' THEN 'semindex.count_chunk_rows'
+                                WHEN 'vectors' THEN 'semindex.count_vector_rows' WHEN 'plain' THEN 'semindex.count_plain_rows' END;
+    arguments text := CASE WHEN shape = 'vectors' THEN format('%L, %L', counter, version_id) ELSE format('%L', counter) END;
+    counted boolean := false;
+BEGIN
+    IF counting IS NULL OR (shape = 'vectors' AND version_id IS NULL) THEN
+        RAISE EXCEPTION 'count_relation: unknown shape % (or a vector table without its version id)', shape;
+    END IF;
+    FOR attempt IN 1..2 LOOP
+        IF (SELECT count(*) FROM pg_trigger WHERE tgrelid = target AND tgname LIKE 'semindex_rows_%') = 4
+           AND EXISTS (SELECT 1 FROM semindex.counted_relations WHERE relation = counter) THEN
+            RETURN counted;
+        END IF;
+        EXIT WHEN attempt = 2;
+        EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', target);
+    END LOOP;
+    EXECUTE format('CREATE OR REPLACE TRIGGER semindex_rows_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION %s(%s)', target, counting, arguments);
+    EXECUTE format('CREATE OR REPLACE TRIGGER semindex_rows_update AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows '
+                   'NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION %s(%s)', target, counting, arguments);
+    EXECUTE format('CREATE OR REPLACE TRIGGER semindex_rows_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION %s(%s)', target, counting, arguments);
+    EXECUTE format('CREATE OR REPLACE TRIGGER semindex_rows_truncate AFTER TRUNCATE ON %s '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION %s(%s)', target, counting, arguments);
+    DELETE FROM semindex.source_row_deltas WHERE relation = counter;
+    DELETE FROM semindex.source_rows WHERE relation = counter;
+    EXECUTE format('INSERT INTO semindex.source_rows (relation, connector_instance_id, stream, rows, bytes, touched) '
+                   'SELECT %L, connector_instance_id, stream, %s, count(*) FROM %s GROUP BY connector_instance_id, stream',
+                   counter,
+                   CASE shape WHEN 'records' THEN 'count(*) FILTER (WHERE NOT deleted), '
+                                                  'coalesce(sum(octet_length(fields::text)) FILTER (WHERE NOT deleted), 0)'
+                              WHEN 'chunks' THEN 'count(*), coalesce(sum(octet_length(content)), 0)'
+                              ELSE 'count(*), 0' END,
+                   target);
+    INSERT INTO semindex.counted_relations (relation) VALUES (counter)
+    ON CONFLICT (relation) DO UPDATE SET counted_at = now();
+    RETURN true;
+END
+$$;
+SELECT semindex.count_relation('semindex.raw_records', 'records'),
+       semindex.count_relation('semindex.chunks', 'chunks'),
+       semindex.count_relation('semindex.lexical_documents', 'plain');

@@ -47,13 +47,6 @@ SELECT watermark, encoded_texts, reused_vectors FROM semindex.embedding_backfill
 -- name: pending_count
 SELECT count(*) FROM semindex.chunks WHERE chunk_id > %s;
 
--- name: pending_batch
-SELECT chunk_id, content_sha256, content FROM semindex.chunks
-WHERE chunk_id > %s ORDER BY chunk_id LIMIT %s;
-
--- name: texts_with_vectors
-SELECT DISTINCT content_sha256 FROM {vectors} WHERE content_sha256 = ANY(%s);
-
 -- name: create_staging
 CREATE TEMP TABLE staged_vectors (
     content_sha256 bytea NOT NULL,
@@ -71,44 +64,160 @@ CREATE TEMP TABLE staged_vectors (
     embedding      jsonb NOT NULL
 ) ON COMMIT DROP;
 
--- name: insert_batch
--- Every chunk of the batch that still exists gets the vector of its text: freshly encoded (staged)
--- or shared from a chunk with the same content hash that already has one.
+-- Parallel backfill (semindex.backfill_claims, semindex.embeddings). A worker leases a range of chunk
+-- ids (after, through] above the watermark, encodes the texts its range owns outside any transaction,
+-- and writes its vectors, marks the range done and moves the watermark in one transaction. Every
+-- write transaction and every carve of a new range first locks the version's backfill row, so they
+-- see each other's commits; encoding, the long part, runs in parallel.
+
+-- name: lock_backfill
+SELECT watermark FROM semindex.embedding_backfill WHERE version_id = %s FOR UPDATE;
+
+-- name: planned_through
+-- The end of everything carved so far (the ranges tile (watermark, planned_through]).
+SELECT greatest(%(watermark)s::bigint, max(through_chunk)) AS planned_through
+FROM semindex.embedding_claims WHERE version_id = %(version_id)s;
+
+-- name: take_over_expired
+-- A range whose worker stopped renewing its lease (killed, stuck, gone): the lowest one, skipping any
+-- another worker is taking over right now.
+WITH expired AS (
+    SELECT version_id, after_chunk FROM semindex.embedding_claims
+    WHERE version_id = %(version_id)s AND NOT done AND leased_until < clock_timestamp()
+    ORDER BY after_chunk
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE semindex.embedding_claims AS c
+SET worker = %(worker)s, lease_token = %(token)s, attempts = c.attempts + 1,
+    leased_until = clock_timestamp() + make_interval(secs => %(lease_seconds)s)
+FROM expired
+WHERE c.version_id = expired.version_id AND c.after_chunk = expired.after_chunk
+RETURNING c.after_chunk, c.through_chunk, c.attempts;
+
+-- name: next_range
+SELECT max(chunk_id) AS through_chunk, count(*) AS chunk_count FROM (
+    SELECT chunk_id FROM semindex.chunks WHERE chunk_id > %s ORDER BY chunk_id LIMIT %s
+) AS next;
+
+-- name: insert_claim
+INSERT INTO semindex.embedding_claims (version_id, after_chunk, through_chunk, worker, lease_token, leased_until)
+VALUES (%(version_id)s, %(after)s, %(through)s, %(worker)s, %(token)s,
+        clock_timestamp() + make_interval(secs => %(lease_seconds)s));
+
+-- name: own_texts
+-- The new range owns its texts that have no vector and no live owner (an earlier range still at work).
+INSERT INTO semindex.embedding_text_claims (version_id, content_sha256, after_chunk)
+SELECT DISTINCT %(version_id)s::bigint, c.content_sha256, %(after)s::bigint
+FROM semindex.chunks AS c
+WHERE c.chunk_id > %(after)s AND c.chunk_id <= %(through)s
+  AND NOT EXISTS (SELECT 1 FROM {vectors} AS v WHERE v.content_sha256 = c.content_sha256)
+ON CONFLICT (version_id, content_sha256) DO NOTHING;
+
+-- name: renew_lease
+UPDATE semindex.embedding_claims
+SET leased_until = clock_timestamp() + make_interval(secs => %(lease_seconds)s)
+WHERE version_id = %(version_id)s AND after_chunk = %(after)s AND lease_token = %(token)s AND NOT done;
+
+-- name: claimed_chunks
+SELECT chunk_id, content_sha256, content FROM semindex.chunks
+WHERE chunk_id > %s AND chunk_id <= %s ORDER BY chunk_id;
+
+-- name: owned_texts
+SELECT content_sha256 FROM semindex.embedding_text_claims WHERE version_id = %s AND after_chunk = %s;
+
+-- name: complete_claim
+-- Only the lease holder completes a range: a worker whose lease was taken over writes nothing.
+UPDATE semindex.embedding_claims SET done = true
+WHERE version_id = %(version_id)s AND after_chunk = %(after)s AND lease_token = %(token)s AND NOT done;
+
+-- name: claim_targets
+-- The chunks a completed range writes: its own, and those of later ranges holding a text it owns
+-- (they left them to it). Dropped at commit.
+CREATE TEMP TABLE claim_targets ON COMMIT DROP AS
+SELECT c.chunk_id, c.connector_instance_id, c.stream, c.record_key, c.field, c.content_sha256
+FROM semindex.chunks AS c
+WHERE c.chunk_id > %(after)s AND c.chunk_id <= %(through)s
+UNION ALL
+SELECT c.chunk_id, c.connector_instance_id, c.stream, c.record_key, c.field, c.content_sha256
+FROM semindex.chunks AS c
+JOIN semindex.embedding_text_claims AS t
+  ON t.version_id = %(version_id)s AND t.after_chunk = %(after)s AND t.content_sha256 = c.content_sha256
+WHERE c.chunk_id > %(through)s AND c.chunk_id <= %(planned)s;
+
+-- name: insert_claimed
+-- Every target gets the vector of its text: freshly encoded (staged) or shared from a chunk with the
+-- same content hash that has one. A target whose text another live range owns is left to that range.
 INSERT INTO {vectors} (chunk_id, connector_instance_id, stream, record_key, field, content_sha256, embedding)
 SELECT c.chunk_id, c.connector_instance_id, c.stream, c.record_key, c.field, c.content_sha256,
        coalesce(s.embedding, shared.embedding)
-FROM semindex.chunks AS c
+FROM claim_targets AS c
 LEFT JOIN staged_vectors AS s ON s.content_sha256 = c.content_sha256
 LEFT JOIN LATERAL (
     SELECT v.embedding FROM {vectors} AS v
     WHERE s.content_sha256 IS NULL AND v.content_sha256 = c.content_sha256
     LIMIT 1
 ) AS shared ON true
-WHERE c.chunk_id = ANY(%(chunk_ids)s)
-  AND coalesce(s.embedding, shared.embedding) IS NOT NULL
+WHERE coalesce(s.embedding, shared.embedding) IS NOT NULL
 ON CONFLICT (chunk_id) DO NOTHING;
 
--- name: still_without_vector
--- Chunks of the batch that are alive but got no vector: their text's only other copy was deleted
--- between the read and this write, so there was nothing to share.
-SELECT c.content_sha256, c.content FROM semindex.chunks AS c
-WHERE c.chunk_id = ANY(%s)
-  AND NOT EXISTS (SELECT 1 FROM {vectors} AS v WHERE v.chunk_id = c.chunk_id);
-
--- name: advance_watermark
-UPDATE semindex.embedding_backfill
-SET watermark = %(through)s,
-    encoded_texts = encoded_texts + %(encoded)s,
-    reused_vectors = reused_vectors + %(reused)s,
-    updated_at = now()
-WHERE version_id = %(version_id)s AND watermark = %(after)s;
+-- name: targets_without_vector
+-- Targets still without a vector whose text no other live range owns: the only copy of their text
+-- the owner had was deleted before it read it. Encoded inside the transaction (rare).
+SELECT DISTINCT ON (t.content_sha256) t.content_sha256, c.content
+FROM claim_targets AS t
+JOIN semindex.chunks AS c USING (chunk_id)
+WHERE NOT EXISTS (SELECT 1 FROM {vectors} AS v WHERE v.chunk_id = t.chunk_id)
+  AND NOT EXISTS (SELECT 1 FROM semindex.embedding_text_claims AS o
+                  WHERE o.version_id = %(version_id)s AND o.content_sha256 = t.content_sha256
+                    AND o.after_chunk <> %(after)s)
+ORDER BY t.content_sha256;
 
 -- name: mark_sources_dirty
+-- The sources whose vectors this write touched: their retained-size rows are stale now.
 INSERT INTO semindex.retained_size_projection AS p (connector_instance_id, stream, dirty)
-SELECT DISTINCT connector_instance_id, stream, true FROM semindex.chunks
-WHERE chunk_id > %(after)s AND chunk_id <= %(through)s
+SELECT DISTINCT connector_instance_id, stream, true FROM claim_targets
 ORDER BY connector_instance_id, stream
 ON CONFLICT (connector_instance_id, stream) DO UPDATE SET dirty = true;
+
+-- name: release_texts
+DELETE FROM semindex.embedding_text_claims WHERE version_id = %s AND after_chunk = %s;
+
+-- name: advance_watermark
+-- The watermark moves to the start of the lowest range not done, or over everything carved once all
+-- are: every range below it is done, and so is the owner of every text in them (an earlier range).
+UPDATE semindex.embedding_backfill AS b
+SET watermark = greatest(b.watermark, coalesce(
+        (SELECT min(c.after_chunk) FROM semindex.embedding_claims AS c
+         WHERE c.version_id = b.version_id AND NOT c.done),
+        %(planned)s)),
+    encoded_texts = b.encoded_texts + %(encoded)s,
+    reused_vectors = b.reused_vectors + %(reused)s,
+    updated_at = now()
+WHERE b.version_id = %(version_id)s
+RETURNING b.watermark, b.encoded_texts + b.reused_vectors AS chunks_done;
+
+-- name: trim_claims
+DELETE FROM semindex.embedding_claims WHERE version_id = %s AND done AND through_chunk <= %s;
+
+-- name: outstanding_claims
+-- Ranges not done yet, and how long until the first of their leases runs out.
+SELECT count(*) AS claims,
+       coalesce(extract(epoch FROM min(leased_until) - clock_timestamp()), 0)::float8 AS next_expiry_seconds
+FROM semindex.embedding_claims WHERE version_id = %s AND NOT done;
+
+-- name: forget_claims
+DELETE FROM semindex.embedding_claims WHERE version_id = %s;
+
+-- name: set_ready_when_caught_up
+-- Ready once nothing is pending: no range is being worked on and no chunk is above the watermark.
+-- A retired version stays retired.
+UPDATE semindex.embedding_versions AS v SET state = 'ready'
+WHERE v.version_id = %(version_id)s AND v.state <> 'retired'
+  AND NOT EXISTS (SELECT 1 FROM semindex.embedding_claims AS c WHERE c.version_id = v.version_id AND NOT c.done)
+  AND NOT EXISTS (SELECT 1 FROM semindex.chunks AS c
+                  WHERE c.chunk_id > coalesce((SELECT b.watermark FROM semindex.embedding_backfill AS b
+                                               WHERE b.version_id = v.version_id), 0));
 
 -- name: copy_version_rows
 -- Straight into a version's table: bulk loads of known vectors (benchmarks, tests).
