@@ -472,9 +472,14 @@ def command_versions_register(args: argparse.Namespace) -> int:
 
 
 def command_versions_backfill(args: argparse.Namespace) -> int:
+    from semindex.errors import InvalidInput
     from semindex_app.runner import run_index_pipeline
 
-    result = run_index_pipeline(args.key)
+    if args.workers < 1:
+        raise InvalidInput(f"--workers must be at least 1, got {args.workers}")
+    if args.torch_threads < 0:
+        raise InvalidInput(f"--torch-threads must be 0 (automatic) or more, got {args.torch_threads}")
+    result = run_index_pipeline(args.key, workers=args.workers, torch_threads=args.torch_threads)
     if args.shutdown.signal is not None:
         raise KeyboardInterrupt
     failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
@@ -679,10 +684,16 @@ def build_parser() -> argparse.ArgumentParser:
     backfill = versions_verbs.add_parser(
         "backfill",
         help="run the index pipeline for one version now (resumes from its watermark)",
-        description="Materializes the whole graph for the version in this process: embeddings, vector column, "
-        "indexes, evaluation, and promotion when the version is declared promotion = \"auto\" and its gates pass.",
+        description="Materializes the whole graph for the version: embeddings, vector column, indexes, evaluation, "
+        "and promotion when the version is declared promotion = \"auto\" and its gates pass. With --workers N the "
+        "embeddings run as N claiming steps in N processes (Dagster's multiprocess executor); more workers, on this "
+        "machine or on others sharing the database, can join the same backfill at any time.",
     )
     backfill.add_argument("key", metavar="KEY")
+    backfill.add_argument("--workers", type=int, default=1, metavar="N",
+                          help="backfill workers, each a process claiming ranges of pending chunks (default 1: in this process)")
+    backfill.add_argument("--torch-threads", type=int, default=0, metavar="T",
+                          help="torch threads per worker (default 0: max(1, cores // N))")
     backfill.set_defaults(handler=command_versions_backfill)
     promote = versions_verbs.add_parser("promote", help="serve a version whose stored verdict passed",
                                         description="One transaction: re-reads the newest stored verdict, refuses "

@@ -61,17 +61,45 @@ def run_asset(asset_name: str, config: dict):
     )
 
 
-def run_index_pipeline(version_key: str = DEFAULT_VERSION_KEY, run_config: dict | None = None):
-    """Materialize the whole graph (with its checks) for one embedding version, in this process."""
+def index_pipeline_job():
+    """The main job, by import path: the multiprocess executor's step processes rebuild it from here."""
+    from semindex_app import definitions
+
+    return definitions.defs.resolve_job_def("index_pipeline")
+
+
+def run_index_pipeline(
+    version_key: str = DEFAULT_VERSION_KEY, run_config: dict | None = None, *, workers: int = 1, torch_threads: int = 0
+):
+    """Materialize the whole graph (with its checks) for one embedding version.
+
+    One worker: in this process. N workers: the embeddings asset runs N claiming steps, and the run
+    uses Dagster's multiprocess executor (at most N steps at once), so they run in N processes, each
+    with max(1, cores // N) torch threads unless `torch_threads` says otherwise."""
     ensure_registered(open_database(), version_key)  # before importing Dagster: fails fast, saying why
+    import dagster as dg
+
     from semindex_app import definitions
 
     instance = _instance()
     if not instance.has_dynamic_partition(PARTITIONS_NAME, version_key):
         instance.add_dynamic_partitions(PARTITIONS_NAME, [version_key])
     job = definitions.defs.resolve_job_def("index_pipeline")
-    return job.execute_in_process(
-        instance=instance, partition_key=version_key, run_config=run_config or {}, raise_on_error=False
+    if workers <= 1 and not torch_threads:
+        return job.execute_in_process(
+            instance=instance, partition_key=version_key, run_config=run_config or {}, raise_on_error=False
+        )
+    config = {**definitions.RUN_LOGGING, **(run_config or {})}
+    ops = dict(config.get("ops", {}))
+    embeddings_config = dict(ops.get("embeddings", {}).get("config", {}))
+    embeddings_config.update(workers=max(1, workers), torch_threads=torch_threads)
+    config["ops"] = {**ops, "embeddings": {"config": embeddings_config}}
+    if workers <= 1:
+        return job.execute_in_process(instance=instance, partition_key=version_key, run_config=config, raise_on_error=False)
+    config["execution"] = {"config": {"multiprocess": {"max_concurrent": workers}}}
+    return dg.execute_job(
+        dg.reconstructable(index_pipeline_job), instance=instance, run_config=config,
+        tags={"dagster/partition": version_key}, raise_on_error=False,
     )
 
 
