@@ -81,6 +81,14 @@ class VectorExtensionMissing(Unavailable):
     """The database has no pgvector extension, and what was asked needs it."""
 
 
+class ReadOnlyDatabase(psycopg.errors.ReadOnlySqlTransaction, Unavailable):
+    """A write reached a server that refuses writes: a hot standby (a streaming replica), or one
+    whose transactions are read-only by default. Search runs there; writes go to the primary. Still
+    a ReadOnlySqlTransaction, for callers that catch those."""
+
+    code = "database_read_only"
+
+
 def embedded_database_url(home: Path | None = None) -> str:
     """Start or reuse the embedded server under `home` and return its URL (a unix socket). This
     process counts as one of its users until it exits (see embedded_server_users)."""
@@ -439,6 +447,13 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
 
 
+def _why_read_only(conn: psycopg.Connection) -> str:
+    # Inline, like bootstrap's lock: two server functions, nothing of semindex's schema.
+    standby, read_only = conn.execute(
+        "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')::boolean").fetchone()
+    return "a hot standby" if standby else "read-only by default" if read_only else ""
+
+
 class Database:
     """A pool of connections to one semindex database."""
 
@@ -468,6 +483,8 @@ class Database:
         # Set once any connection of this database has been made: a failure after that is a lost
         # server (ConnectionLost: committed work is kept), before it one that was never reached.
         self._connected = False
+        # Why the server refuses writes ("" when it accepts them), once read_only_reason has asked.
+        self._read_only_reason: str | None = None
         self._open_lock = threading.Lock()
         # Bootstrap before the pool opens: pooled connections look the vector type up once, when
         # they connect, so the extension must exist by then.
@@ -539,8 +556,38 @@ class Database:
     def close(self) -> None:
         with self._open_lock:
             self._pool.close()
+        self._read_only_reason = None
         self.vector_mode = None
         self.vector_version = None
+
+    # ---- a read-only server (a hot standby) ------------------------------------------------------
+    def read_only_reason(self) -> str:
+        """Why this database's server refuses writes, or "" when it accepts them: "a hot standby"
+        (pg_is_in_recovery(): a streaming replica, which answers every search) or "read-only by
+        default" (default_transaction_read_only). Asked once per Database and kept: a standby that
+        is promoted keeps being treated as read-only by this process until it reconnects (close()),
+        which costs only the best-effort writes that are skipped on a read-only server."""
+        if self._read_only_reason is None:
+            with self.connection() as conn:
+                self._read_only_reason = _why_read_only(conn)
+        return self._read_only_reason
+
+    @property
+    def read_only(self) -> bool:
+        return bool(self.read_only_reason())
+
+    def read_only_error(self, cause: Exception | None = None) -> ReadOnlyDatabase:
+        """What a refused write raises: the server's reason (asked on a connection of its own, since
+        the refused one's transaction has failed) and PostgreSQL's words."""
+        if not self._read_only_reason:
+            with contextlib.suppress(psycopg.Error, Unavailable), self._connect(autocommit=True) as conn:
+                self._read_only_reason = _why_read_only(conn)
+        reason = self._read_only_reason or "read-only"
+        said = f" (PostgreSQL said: {_one_line(cause)})" if cause else ""
+        return ReadOnlyDatabase(
+            f"the database at {redact(self.url)} refuses writes: it is {reason}. Searches run there, but "
+            f"this writes: run it against the primary (DATABASE_URL){said}"
+        )
 
     # ---- vector or JSONB mode -------------------------------------------------------------------
     @property
@@ -605,6 +652,12 @@ class Database:
             if self.vector_mode == JSONB_MODE and _NEEDS_PGVECTOR.search(str(error)):
                 raise self.vector_missing_error(cause=error) from error
             raise
+        except psycopg.errors.ReadOnlySqlTransaction as error:
+            # A write on a hot standby: said as such (never mistaken for a lost server), and raised,
+            # so a write that matters fails loudly instead of looking like success.
+            if isinstance(error, ReadOnlyDatabase):
+                raise
+            raise self.read_only_error(error) from error
         except PoolTimeout as error:
             raise self._pool_timeout_error() from error
         except psycopg.OperationalError as error:

@@ -9,7 +9,9 @@ what the serving version answered: top-10 overlap and rank-biased overlap, store
 
 The mirror never delays an answer: `offer` samples and puts the work on a bounded queue (dropped
 when full) that one background thread drains. It reads with the service's own Searcher and writes
-through a separate Database (the service itself runs as the read-only role).
+through a separate Database (the service itself runs as the read-only role). A service on a hot
+standby reads there and must write through the primary: a writer that is itself read-only (a
+standby) records nothing, said once as an error, rather than failing every mirrored query.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass, replace
 from psycopg.rows import class_row
 
 from semindex import relevance_metrics
-from semindex.database import Database
+from semindex.database import Database, redact
 from semindex.errors import InvalidInput, SemindexError
 from semindex.search.request import SearchRequest
 from semindex.sql_files import statement
@@ -127,6 +129,7 @@ class ShadowMirror:
         self._rng = rng or random.Random()
         self._candidates: tuple[float, list[str]] = (0.0, [])
         self._lock = threading.Lock()
+        self._said_read_only = False
         self._thread = threading.Thread(target=self._drain, name="semindex-shadow", daemon=True)
         self._thread.start()
 
@@ -162,6 +165,19 @@ class ShadowMirror:
             self._candidates = (time.monotonic(), keys)
         return keys
 
+    def _writer_refuses_writes(self) -> bool:
+        """Whether the observations' database is read-only (SEMINDEX_SHADOW_DATABASE_URL pointing at a
+        hot standby, like the service's own DATABASE_URL may): then nothing is mirrored, since no
+        observation could be stored, and the error is logged once instead of once per query."""
+        # Any writer with record()'s connection() will do (tests pass recorders); only a Database asks.
+        ask = getattr(self._writer, "read_only_reason", None)
+        reason = ask() if ask is not None else ""
+        if reason and not self._said_read_only:
+            self._said_read_only = True
+            log.error("shadow traffic is not recorded: its database %s is %s, which refuses writes; point "
+                      "SEMINDEX_SHADOW_DATABASE_URL at the primary", redact(self._writer.url), reason)
+        return bool(reason)
+
     def _drain(self) -> None:
         while True:
             item = self._queue.get()
@@ -169,6 +185,9 @@ class ShadowMirror:
                 if item is None:
                     return
                 request, served, serving_key = item
+                if self._writer_refuses_writes():
+                    self._on_event("read_only")
+                    continue
                 observations = [observe(self._search, request, served, serving_key, key)
                                 for key in self._candidate_keys() if key != serving_key]
                 record(self._writer, observations)

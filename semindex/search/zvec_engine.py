@@ -13,11 +13,20 @@ order (distance, record key, chunk id).
 A short answer widens zvec's candidates, then the caller falls back to the pgvector plan and then
 to an exact one (semindex.search.semantic.nearest_never_short). The engine steps aside, with the
 reason in the plan's label, when no generation is published, when the published one has not passed
-its recall check, or when more than MAX_DELTA rows changed since it (a rebuild is due).
+its recall check, when more than MAX_DELTA rows changed since it (a rebuild is due), or when the
+published generation's files are not in this host's SEMINDEX_ZVEC_HOME.
+
+On a hot standby the plan works as on the primary when the standby's search processes see the
+builder's folder (same host or a shared SEMINDEX_ZVEC_HOME): which generation is published, its
+horizon and the rows changed since it are all replicated rows, so the standby's delta covers exactly
+what it has replayed. A replica on another host has no files (and a lagging one may name a
+generation the builder has since pruned): the plan then steps aside to pgvector, logged once per
+generation, instead of failing the search.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -44,6 +53,8 @@ from semindex.search.engine import (
 from semindex.sql_files import statement
 from semindex.vectors.storage import VectorStorage, as_array
 from semindex.vectors.version import EmbeddingVersion
+
+log = logging.getLogger(__name__)
 
 HANDLE_TTL = 2.0  # seconds a search process trusts its idea of the published generation
 # Changed rows since the generation beyond which the delta costs more than zvec saves: measured on
@@ -94,7 +105,7 @@ class ZvecHandles:
                 handle.refs += 1
                 return handle
             zvec = require_zvec()
-            collection = zvec.open(str(generation_path(version, current.generation)), zvec.CollectionOption(read_only=True))
+            collection = _open(zvec, version, current)
             fresh = _Handle(current, collection, now, refs=1)
             self._handles[version.version_id] = fresh
             if handle is not None:
@@ -118,6 +129,27 @@ class ZvecHandles:
     def _close_if_idle(handle: _Handle) -> None:
         if handle.retired and handle.refs <= 0:
             handle.collection.close()
+
+
+_missing_logged: set[tuple[int, int]] = set()
+
+
+def _open(zvec, version: EmbeddingVersion, generation: Generation):
+    """A read-only handle on the generation's files, or EngineSkipped (logged once per generation)
+    when this host has none: a replica on another host, or one lagging behind a prune."""
+    path = generation_path(version, generation.generation)
+    try:
+        if not path.is_dir():
+            raise FileNotFoundError(f"no folder {path}")
+        return zvec.open(str(path), zvec.CollectionOption(read_only=True))
+    except (OSError, ValueError, RuntimeError) as error:  # zvec says "path not exist" as ValueError
+        reason = f"g{generation.generation}'s files are not readable on this host"
+        key = (version.version_id, generation.generation)
+        if key not in _missing_logged:
+            _missing_logged.add(key)
+            log.warning("%s: the zvec plan steps aside to pgvector: %s (%s); a search process on a replica needs "
+                        "the builder's SEMINDEX_ZVEC_HOME", version.version_key, reason, " ".join(str(error).split()))
+        raise EngineSkipped(reason) from error
 
 
 HANDLES = ZvecHandles()

@@ -212,12 +212,24 @@ def _warm_encoder(state) -> None:
             if version is not None:
                 load_encoder(version.encoder_spec)
                 state.encoder_ready.set()
+                _say_if_read_only(state.db)
                 return
         except (SemindexError, psycopg.Error) as error:
             log.warning("encoder warm-up waits: %s", " ".join(str(error).split()))
         except RuntimeError:  # the pool closed: the service is stopping
             return
         time.sleep(5)
+
+
+def _say_if_read_only(db: Database) -> None:
+    """A service on a replica says so once: its answers are what the replica has replayed (behind
+    the primary by the replication lag), and it writes nothing, so nothing is lost to that."""
+    with contextlib.suppress(SemindexError, psycopg.Error):
+        reason = db.read_only_reason()
+        if reason:
+            log.info("the database is %s: searches answer from what it has replayed from the primary (its "
+                     "replication lag behind it); tokens, the pipeline and shadow observations are written on the primary",
+                     reason)
 
 
 _DESCRIPTION = """
