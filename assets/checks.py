@@ -59,7 +59,8 @@ def embedding_schema(context: dg.AssetCheckExecutionContext, postgres: PostgresR
 @dg.asset_check(
     asset=embeddings,
     partitions_def=embedding_versions,
-    description="once the backfill is done, every live chunk has exactly one vector")
+    description="once the backfill is done, every live chunk has exactly one vector (checked over the chunk ids "
+    "changed since the last passing check; in full the first time, weekly, and when the kept counts disagree)")
 def embedding_parity(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
     db = postgres.database()
     return _result(quality.check_parity(db, get_version(db, context.partition_key)))
@@ -84,13 +85,14 @@ def vector_indexes_valid(context: dg.AssetCheckExecutionContext, postgres: Postg
     asset=hnsw_index,
     partitions_def=embedding_versions,
     blocking=True,
-    description="HNSW recall@10 against exact search on 200 sampled queries meets the version's floor (default 0.95)",
+    description="HNSW recall@10 against exact search on 200 sampled queries meets the version's floor (default 0.95); "
+    "measured again when the vectors or the index changed since the last measurement, or weekly",
 )
 def hnsw_recall(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
     db = postgres.database()
     version = get_version(db, context.partition_key)
     threshold = version.thresholds.get("hnsw_recall", evaluation.DEFAULT_HNSW_RECALL)
-    return _result(evaluation.hnsw_recall(db, version, threshold=threshold))
+    return _result(quality.hnsw_recall_check(db, version, threshold=threshold))
 
 
 def _stored_verdict(context: dg.AssetCheckExecutionContext, postgres: PostgresResource, prefix: str | None) -> dg.AssetCheckResult:

@@ -20,10 +20,9 @@ from typing import Callable
 
 from psycopg import sql
 
-from semindex import settings
+from semindex import row_counts, settings
 from semindex.chunks import backfill_lexical_documents
 from semindex.database import Database
-from semindex.embeddings import vector_count
 from semindex.errors import InvalidInput
 from semindex.sql_files import statement
 from semindex.stage_report import StageReport
@@ -197,7 +196,7 @@ def hnsw_stage(db: Database, version_key: str, parameters: HnswParameters, *, lo
     version = get_version(db, version_key)
     build = build_hnsw(db, version, parameters)
     (log_line or log.info)(f"{build.index_name}: {build.action} in {build.seconds:.1f}s")
-    return _build_report(build, vector_count(db, version))
+    return _build_report(build, row_counts.vector_rows(db, version))
 
 
 def lexical_stage(db: Database, *, log_line=None, progress_emit=None) -> StageReport:
@@ -210,5 +209,5 @@ def lexical_stage(db: Database, *, log_line=None, progress_emit=None) -> StageRe
 
 
 def lexical_document_count(db: Database) -> int:
-    with db.connection() as conn:
-        return conn.execute(statement("indexes", "lexical_document_count")).fetchone()[0]
+    """Lexical documents, from the counts the writes keep (semindex.row_counts): no scan."""
+    return row_counts.relation_rows(db, row_counts.LEXICAL_DOCUMENTS)

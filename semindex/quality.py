@@ -10,11 +10,15 @@ there are no HNSW indexes to validate.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from psycopg.rows import class_row
 
+from semindex import row_counts
 from semindex.database import Database
 from semindex.indexes import index_validity, is_ann_index_name
 from semindex.sql_files import statement
@@ -81,6 +85,17 @@ def _sampled_vector(value) -> np.ndarray:
     return vector if vector.ndim == 1 else np.empty(0)
 
 
+def _id_draw(conn, table: str, rows: int, wanted: int) -> dict | None:
+    """Parameters of a uniform draw of about `wanted` live ids from `table` holding `rows` rows: ids
+    between its lowest and highest, enough draws for the gaps, at most 50 a wanted row."""
+    low, high = conn.execute(statement("quality", "id_bounds", table=table)).fetchone()
+    if not rows or low is None:
+        return None
+    span = high - low + 1
+    draws = min(span, math.ceil(wanted * span / rows * 1.3) + 16, wanted * 50)
+    return {"low": low, "high": high, "draws": draws, "limit": wanted}
+
+
 def sample_percent(db: Database, table: str, wanted: int) -> float:
     with db.connection() as conn:
         estimate = conn.execute(statement("quality", "row_estimate"), (table,)).fetchone()
@@ -94,13 +109,20 @@ def _failure_cases(error) -> list[dict]:
 
 
 def check_chunk_frame(db: Database, sample_size: int = 2000) -> Verdict:
+    live = row_counts.relation_rows(db, row_counts.CHUNKS)
+    with db.connection() as conn:
+        draw = _id_draw(conn, "semindex.chunks", live, sample_size)
+        rows = conn.execute(statement("quality", "chunk_sample"), draw).fetchall() if draw else []
+    return chunk_rows_verdict(rows)
+
+
+def chunk_rows_verdict(rows: list[tuple]) -> Verdict:
+    """The chunk schema over sampled rows (chunk_id, connector_instance_id, stream, record_key, field,
+    chunk_no, content, content_sha256, semantic_key)."""
     import pandas as pd
     import pandera.pandas as pa
 
     schema = chunk_schema()
-    percent = sample_percent(db, "semindex.chunks", sample_size)
-    with db.connection() as conn:
-        rows = conn.execute(statement("quality", "chunk_sample"), (percent, sample_size)).fetchall()
     frame = pd.DataFrame(
         [(r[0], r[1], r[2], r[3], r[4], r[5], r[6], len(r[7]), len(r[8])) for r in rows],
         columns=list(schema.columns),
@@ -119,14 +141,18 @@ def check_chunk_frame(db: Database, sample_size: int = 2000) -> Verdict:
 
 
 def check_embedding_frame(db: Database, version: EmbeddingVersion, sample_size: int = 2000) -> Verdict:
+    live = row_counts.vector_rows(db, version)
+    with db.connection() as conn:
+        draw = _id_draw(conn, version.vectors_table, live, sample_size)
+        rows = conn.execute(statement("quality", "vector_sample", vectors=version.vectors_table), draw).fetchall() if draw else []
+    return vector_rows_verdict(version, rows)
+
+
+def vector_rows_verdict(version: EmbeddingVersion, rows: list[tuple]) -> Verdict:
+    """The embedding schema over sampled (chunk_id, embedding) rows of the version."""
     import pandas as pd
     import pandera.pandas as pa
 
-    percent = sample_percent(db, version.vectors_table, sample_size)
-    with db.connection() as conn:
-        rows = conn.execute(
-            statement("quality", "vector_sample", vectors=version.vectors_table), (percent, sample_size)
-        ).fetchall()
     if not rows:
         return Verdict(False, f"version {version.version_key!r} has no vectors", {"sampled": 0}, {"sampled": 0})
     vectors = [_sampled_vector(row[1]) for row in rows]
@@ -154,21 +180,104 @@ def check_embedding_frame(db: Database, version: EmbeddingVersion, sample_size: 
     )
 
 
-def check_parity(db: Database, version: EmbeddingVersion) -> Verdict:
+# The bounded parity check looks only at what changed; a full one still runs at least this often, and
+# whenever asked (check_parity(full=True)).
+FULL_PARITY_EVERY = dt.timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class ParityState:
+    """A version's last passing parity check (semindex.parity_verified)."""
+
+    chunk_watermark: int
+    horizon: str
+    full_verified_at: dt.datetime
+    full_age: dt.timedelta
+
+
+@dataclass(frozen=True)
+class ParityCut:
+    chunk_watermark: int
+    horizon: str
+
+
+@dataclass(frozen=True)
+class ParityCounts:
+    missing: int
+    orphaned: int
+    checked: int | None
+    truncated: bool
+
+
+def check_parity(db: Database, version: EmbeddingVersion, *, full: bool | None = None) -> Verdict:
+    """Once the backfill is done, every live chunk has exactly one vector: none missing, none orphaned.
+
+    full=True reads both tables whole. Otherwise (full=None) the check is bounded by what changed
+    since the version's last passing check, unless there is none, the last full one is older than
+    FULL_PARITY_EVERY, the vector table was only now counted, a TRUNCATE happened, or the kept row
+    counts of chunks and vectors disagree afterwards; then it is full. full=False is bounded whenever
+    a passing check exists.
+
+    Why the bounded check answers what the full one would: parity holds id by id (an id has a chunk
+    exactly when it has a vector), and held for every id at the last passing check. An id's presence
+    in either table changes only by an insert, a delete, an update of chunk_id or a TRUNCATE. The
+    counting triggers of both tables (sql/schema.sql) log, in the writing transaction, every delete
+    and moved id and every insert at or below the verified watermark; the bounded check looks at
+    every id logged since the last check's horizon and at every id above its watermark. An id it
+    does not look at was neither written above the watermark nor logged, so it is in both tables
+    exactly as it was when last verified: consistent. The watermark and horizon are read under the
+    chunk writer's lock (every writer before has committed, every one after takes higher ids), and
+    both are conservative (taken before the check), so a write racing a check is looked at next time.
+    Writes that bypass triggers (session_replication_role = replica, disabled triggers) bypass the
+    foreign key too; the kept counts then disagree, or the periodic full check finds them.
+    """
+    # Counting the vector table (its triggers also log its changes) comes before any cut.
+    counted_now = row_counts.count_relation(db, version.vectors_table, "vectors", version.version_id)
     with db.connection() as conn:
         watermark = conn.execute(statement("vectors", "watermark"), (version.version_id,)).fetchone()
         pending = conn.execute(statement("vectors", "pending_count"), (watermark[0] if watermark else 0,)).fetchone()[0]
-        missing, orphaned, chunks, vectors = conn.execute(
-            statement("quality", "parity", vectors=version.vectors_table)
-        ).fetchone()
-    diagnostics = {"chunks": chunks, "vectors": vectors, "missing": missing, "orphaned": orphaned, "backfill_pending": pending}
+        state = conn.cursor(row_factory=class_row(ParityState)).execute(
+            statement("quality", "parity_state"), (version.version_id,)).fetchone()
+    bounded = state is not None and not counted_now and (
+        full is False or (full is None and state.full_age < FULL_PARITY_EVERY))
+    with db.connection() as conn:
+        conn.execute(statement("quality", "chunk_writer_lock"))
+        cut = conn.cursor(row_factory=class_row(ParityCut)).execute(statement("quality", "parity_cut")).fetchone()
+    counts = _parity_counts(db, version, state if bounded else None)
+    if counts.truncated:
+        bounded, counts = False, _parity_counts(db, version, None)
+    chunks = row_counts.relation_rows(db, row_counts.CHUNKS)
+    vectors = row_counts.relation_rows(db, version.vectors_table)
+    if bounded and not pending and not counts.missing and not counts.orphaned and chunks != vectors:
+        # Consistent changes but unequal totals: something escaped the log. The full check says what.
+        bounded, counts = False, _parity_counts(db, version, None)
+    mode = "changed" if bounded else "full"
+    diagnostics = {"chunks": chunks, "vectors": vectors, "missing": counts.missing, "orphaned": counts.orphaned,
+                   "backfill_pending": pending, "mode": mode, "checked_ids": counts.checked}
     # The backfill's lag: live chunks this version has no vector for yet.
-    metrics = {**diagnostics, "lag_chunks": max(pending, missing)}
+    metrics = {"chunks": chunks, "vectors": vectors, "missing": counts.missing, "orphaned": counts.orphaned,
+               "backfill_pending": pending, "lag_chunks": max(pending, counts.missing), "full_check": int(not bounded)}
     if pending:
         return Verdict(False, f"backfill of {version.version_key!r} is not done: {pending} chunks pending", diagnostics, metrics)
-    if missing or orphaned:
-        return Verdict(False, f"{missing} chunks without a vector, {orphaned} vectors without a chunk", diagnostics, metrics)
-    return Verdict(True, f"every one of {chunks} chunks has exactly one vector", diagnostics, metrics)
+    if counts.missing or counts.orphaned:
+        return Verdict(False, f"{counts.missing} chunks without a vector, {counts.orphaned} vectors without a chunk",
+                       diagnostics, metrics)
+    with db.connection() as conn:
+        conn.execute(statement("quality", "record_parity"), {
+            "version_id": version.version_id, "watermark": cut.chunk_watermark, "horizon": cut.horizon, "full": not bounded})
+        conn.execute(statement("quality", "prune_chunk_id_changes"))
+    checked = f"{counts.checked} changed chunk ids checked" if bounded else "checked in full"
+    return Verdict(True, f"every one of {chunks} chunks has exactly one vector ({checked})", diagnostics, metrics)
+
+
+def _parity_counts(db: Database, version: EmbeddingVersion, since: ParityState | None) -> ParityCounts:
+    """Missing and orphaned ids: all of them (since=None), or among those that changed since."""
+    with db.connection() as conn:
+        cursor = conn.cursor(row_factory=class_row(ParityCounts))
+        if since is None:
+            return cursor.execute(statement("quality", "parity_full", vectors=version.vectors_table)).fetchone()
+        return cursor.execute(statement("quality", "parity_changed", vectors=version.vectors_table),
+                              {"horizon": since.horizon, "watermark": since.chunk_watermark}).fetchone()
 
 
 def check_index_validity(db: Database, index_names: list[str]) -> Verdict:
@@ -191,3 +300,53 @@ def check_index_validity(db: Database, index_names: list[str]) -> Verdict:
     if bad:
         return Verdict(False, f"{len(bad)} of {len(states)} managed indexes are not valid: {bad}", diagnostics, metrics)
     return Verdict(True, f"all {len(states)} managed indexes exist and are valid", diagnostics, metrics)
+
+
+# A recall measurement is reused while the vectors and the index are the ones it measured, for at
+# most this long.
+REMEASURE_RECALL_EVERY = dt.timedelta(days=7)
+
+
+def _recall_state(db: Database, version: EmbeddingVersion, threshold: float) -> str | None:
+    """What an HNSW recall figure depends on: the index (its oid and file), every write to the
+    vector table (the kept `touched` count only grows) and the threshold judged against."""
+    with db.connection() as conn:
+        index = conn.execute(statement("quality", "index_identity"),
+                             (f"semindex.{version.hnsw_index_name}",) * 2).fetchone()[0]
+    if index is None:
+        return None
+    touched = row_counts.vector_count(db, version).touched
+    return f"{index}:{touched}:{threshold!r}"
+
+
+def hnsw_recall_check(db: Database, version: EmbeddingVersion, *, threshold: float) -> Verdict:
+    """The HNSW recall gate (semindex.evaluation.hnsw_recall: 200 exact scans, its cost grows with the
+    table), measured again only when the vectors or the index changed since the last measurement
+    (or it is older than REMEASURE_RECALL_EVERY); otherwise that measurement's verdict, which says
+    so. The same vectors and the same graph give the same recall, up to the sampled queries."""
+    from psycopg.types.json import Jsonb
+
+    from semindex import evaluation
+
+    if not storage_for(db).ann_indexes:
+        return evaluation.hnsw_recall(db, version, threshold=threshold)
+    state = _recall_state(db, version, threshold)
+    key = {"version_id": version.version_id, "check": "hnsw_recall", "state": state}
+    if state is not None:
+        with db.connection() as conn:
+            stored = conn.execute(statement("quality", "stored_measurement"),
+                                  {**key, "max_age": REMEASURE_RECALL_EVERY}).fetchone()
+        if stored is not None:
+            verdict, measured_at = stored
+            return Verdict(verdict["passed"],
+                           f"{verdict['summary']} (measured {measured_at:%Y-%m-%d %H:%M:%S %Z}; nothing written "
+                           "to the vectors or the index since)",
+                           {**verdict["diagnostics"], "reused_measurement": True}, verdict["metrics"])
+    verdict = evaluation.hnsw_recall(db, version, threshold=threshold)
+    # Kept only if nothing was written while measuring.
+    if state is not None and _recall_state(db, version, threshold) == state:
+        with db.connection() as conn:
+            conn.execute(statement("quality", "store_measurement"), {**key, "verdict": Jsonb({
+                "passed": verdict.passed, "summary": verdict.summary, "diagnostics": verdict.diagnostics,
+                "metrics": verdict.metrics})})
+    return verdict

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from semindex.database import Database
-from semindex.embeddings import vector_count
+from semindex.row_counts import vector_rows
 from semindex.search.engines import change_capture_for
 from semindex.sql_files import statement
 from semindex.stage_report import StageReport
@@ -30,7 +30,7 @@ def vector_column_stage(db: Database, version_key: str) -> StageReport:
         conn.execute(statement("vector_column", "analyze", vectors=version.vectors_table))
     with db.connection() as conn:
         total_bytes = conn.execute(statement("vectors", "table_bytes"), (version.vectors_table,)).fetchone()[0]
-    rows = vector_count(db, version)
+    rows = vector_rows(db, version)
     return StageReport(
         row_count=rows,
         seconds=time.monotonic() - started,

@@ -72,9 +72,6 @@ SELECT DISTINCT connector_instance_id, stream, true FROM marked
 ORDER BY connector_instance_id, stream
 ON CONFLICT (connector_instance_id, stream) DO UPDATE SET dirty = true;
 
--- name: count
-SELECT count(*) FROM semindex.chunks;
-
 -- name: remove_lexical_documents
 -- The records' lexical documents go, and the per-source term statistics drop by exactly what they
 -- held (add_lexical_documents then writes the current ones): a batch costs what it changed.

@@ -55,6 +55,3 @@ USING gin (connector_instance_id, stream, document);
 
 -- name: definition
 SELECT pg_get_indexdef(to_regclass(%s));
-
--- name: lexical_document_count
-SELECT count(*) FROM semindex.lexical_documents;

@@ -68,8 +68,5 @@ INSERT INTO semindex.ingested_files (source_sha256, source_file, line_count)
 VALUES (%s, %s, %s)
 ON CONFLICT (source_sha256) DO UPDATE SET ingested_at = now(), source_file = EXCLUDED.source_file;
 
--- name: live_count
-SELECT count(*) FROM semindex.raw_records WHERE NOT deleted;
-
 -- name: quarantine_count
 SELECT count(*) FROM semindex.quarantined_records;

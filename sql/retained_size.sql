@@ -1,5 +1,6 @@
 -- Retained-size projection: per (connector_instance_id, stream) counts and bytes. Writers mark a
--- source dirty; only dirty sources are recomputed, so the cost follows the change, not the table.
+-- source dirty; only dirty sources are refreshed, from the per-source counts the writes keep
+-- (semindex.row_counts), so the cost follows the number of dirty sources, not their rows.
 
 -- name: lock_dirty
 -- Row locks make a writer that marks a source dirty during the recompute wait, so its mark lands
@@ -8,50 +9,14 @@
 SELECT connector_instance_id, stream FROM semindex.retained_size_projection
 WHERE dirty ORDER BY connector_instance_id, stream FOR UPDATE SKIP LOCKED;
 
--- name: recompute_counts
-WITH sources AS (
-    SELECT * FROM unnest(%(instances)s::text[], %(streams)s::text[]) AS s(connector_instance_id, stream)
-), records AS (
-    SELECT r.connector_instance_id, r.stream,
-           count(*) FILTER (WHERE NOT r.deleted) AS record_count,
-           coalesce(sum(pg_column_size(r.fields)) FILTER (WHERE NOT r.deleted), 0) AS record_bytes
-    FROM semindex.raw_records AS r JOIN sources USING (connector_instance_id, stream)
-    GROUP BY 1, 2
-), chunk_counts AS (
-    SELECT c.connector_instance_id, c.stream, count(*) AS chunk_count,
-           coalesce(sum(octet_length(c.content)), 0) AS chunk_bytes
-    FROM semindex.chunks AS c JOIN sources USING (connector_instance_id, stream)
-    GROUP BY 1, 2
-)
+-- name: set_counts
+-- The dirty sources' counts, read from the counts the writes keep (semindex.row_counts), and clean.
 UPDATE semindex.retained_size_projection AS p
-SET record_count = coalesce(records.record_count, 0),
-    chunk_count = coalesce(chunk_counts.chunk_count, 0),
-    bytes = coalesce(records.record_bytes, 0) + coalesce(chunk_counts.chunk_bytes, 0),
-    embedded_counts = '{{}}'::jsonb
-FROM sources
-LEFT JOIN records USING (connector_instance_id, stream)
-LEFT JOIN chunk_counts USING (connector_instance_id, stream)
-WHERE p.connector_instance_id = sources.connector_instance_id AND p.stream = sources.stream;
-
--- name: add_version_counts
--- Vector bytes: the vector(d) datum is 4 bytes a dimension plus an 8-byte header.
-WITH sources AS (
-    SELECT * FROM unnest(%(instances)s::text[], %(streams)s::text[]) AS s(connector_instance_id, stream)
-), counts AS (
-    SELECT v.connector_instance_id, v.stream, count(*) AS embedded
-    FROM {vectors} AS v JOIN sources USING (connector_instance_id, stream)
-    GROUP BY 1, 2
-)
-UPDATE semindex.retained_size_projection AS p
-SET embedded_counts = p.embedded_counts || jsonb_build_object(%(version_key)s::text, counts.embedded),
-    bytes = p.bytes + counts.embedded * (4 * %(dimensions)s + 8)
-FROM counts
-WHERE p.connector_instance_id = counts.connector_instance_id AND p.stream = counts.stream;
-
--- name: mark_clean
-UPDATE semindex.retained_size_projection AS p
-SET dirty = false, computed_at = now()
-FROM unnest(%(instances)s::text[], %(streams)s::text[]) AS s(connector_instance_id, stream)
+SET record_count = s.record_count, chunk_count = s.chunk_count, bytes = s.bytes,
+    embedded_counts = s.embedded_counts::jsonb, dirty = false, computed_at = now()
+FROM unnest(%(instances)s::text[], %(streams)s::text[], %(records)s::bigint[], %(chunks)s::bigint[],
+            %(bytes)s::bigint[], %(embedded)s::text[])
+     AS s(connector_instance_id, stream, record_count, chunk_count, bytes, embedded_counts)
 WHERE p.connector_instance_id = s.connector_instance_id AND p.stream = s.stream;
 
 -- name: all
