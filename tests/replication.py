@@ -72,7 +72,7 @@ def _hand_over(path: Path, user: str | None, mode: int = 0o700) -> None:
 
 
 def _run(program: str, *args: str, user: str | None, env: dict | None = None, timeout: float = 60) -> str:
-    result = subprocess.run([str(_binaries() / program), *args], user=user, env={**os.environ, **(env or {})},
+    result = subprocess.run([str(_binaries() / program), *args], check=False, user=user, env={**os.environ, **(env or {})},
                             capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(f"{program} {' '.join(args)} exited with {result.returncode}:\n{result.stdout}\n{result.stderr}")

@@ -19,14 +19,13 @@ import psycopg
 import pytest
 
 from semindex import chunks, embeddings, indexes, lifecycle, raw_records, retained_size
-from semindex.access import create_token
+from semindex.access import create_token, revoke_token
 from semindex.ann_substrate import builder
 from semindex.ann_substrate.recall import substrate_recall
 from semindex.chunking import ChunkingParameters
 from semindex.database import ReadOnlyDatabase, open_database
 from semindex.partial_indexes import HotSourceBand, sync_partial_indexes
-from semindex.search import PlannerSettings, Scope, Searcher, SearchRequest
-from semindex.search import zvec_engine
+from semindex.search import PlannerSettings, Scope, Searcher, SearchRequest, zvec_engine
 from semindex.shadow_traffic import ShadowMirror, ShadowSettings
 from semindex.vectors.version import get_version
 from tests.conftest import sample_records, write_jsonl
@@ -85,11 +84,10 @@ def replication(semindex_home, tmp_path_factory):
     finally:
         from semindex import database as database_module
 
-        for cluster in reversed(clusters):
-            for url in (cluster.url("semindex"),):
-                opened = database_module._open_databases.pop(url, None)
-                if opened:
-                    opened.close()
+        for cluster in reversed(clusters):  # the standby first
+            opened = database_module._open_databases.pop(cluster.url("semindex"), None)
+            if opened:
+                opened.close()
             cluster.stop()
         os.environ.pop("SEMINDEX_ZVEC_HOME", None)
         zvec_engine.HANDLES.close_all()
@@ -244,8 +242,17 @@ def test_serve_on_the_standby_answers_every_route_as_on_the_primary(replication,
         assert first["has_more"]
         second = standby.get("/v1/search", params={"q": "the", "limit": 5, "cursor": first["next_cursor"]})
         assert second.status_code == 200 and len(second.json()["data"]) == 5
-        # The token lookup only reads: a revoked one is refused once the revocation has replayed.
-        assert standby.get("/readyz").status_code == 200
+        assert standby.get("/readyz").json()["checks"]["serving_version"] == SERVING
+    # Tokens are written on the primary and looked up (read only) on the standby: a revocation holds
+    # there once it has replayed.
+    client_token, row = create_token(replication["primary"], "revoked on the primary")
+    wait_for_replay(replication["primary_url"], replication["standby_url"])
+    with services["standby"].client(client_token) as client:
+        assert client.get("/v1/search", params={"q": "government"}).status_code == 200
+        revoke_token(replication["primary"], row.token_id)
+        wait_for_replay(replication["primary_url"], replication["standby_url"])
+        refused = client.get("/v1/search", params={"q": "government"})
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "grant_revoked"
     # The mirror drains after the answers: its one error line comes shortly after.
     deadline = time.monotonic() + 10
     while "shadow traffic is not recorded" not in services["standby"].log() and time.monotonic() < deadline:
@@ -258,7 +265,7 @@ def test_serve_on_the_standby_answers_every_route_as_on_the_primary(replication,
 def test_records_ingested_on_the_primary_are_searchable_on_the_standby_after_replay(replication, services):
     primary, standby = replication["primary"], replication["standby"]
     fresh = [{"connector_id": "chitchat", "connector_instance_id": "chitchat-main", "stream": "messages",
-              "record_key": f"fresh-{n}", "updated_at": "2024-01-0{}T00:00:00Z".format(n + 1),
+              "record_key": f"fresh-{n}", "updated_at": f"2024-01-0{n + 1}T00:00:00Z",
               "fields": {"sender": "replica-test", "text": f"the {FRESH_WORD} arrived on day {n}"}} for n in range(3)]
     request = SearchRequest(FRESH_WORD, mode="lexical", k=10)
     assert _answer(standby, EXACT, request)[0] == []
@@ -283,7 +290,7 @@ def test_records_ingested_on_the_primary_are_searchable_on_the_standby_after_rep
         assert {hit["record_key"] for hit in body["data"]} >= expected
     # `semindex search` pointed at the replica by DATABASE_URL, as a user runs it.
     result = subprocess.run([sys.executable, "-m", "semindex_app.cli", "search", FRESH_WORD, "--mode", "lexical", "--json"],
-                            env={**os.environ, "DATABASE_URL": replication["standby_url"]}, capture_output=True, text=True,
+                            check=False, env={**os.environ, "DATABASE_URL": replication["standby_url"]}, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert {hit["record_key"] for hit in json.loads(result.stdout)["hits"]} == expected
