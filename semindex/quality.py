@@ -10,8 +10,10 @@ there are no HNSW indexes to validate.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -302,28 +304,44 @@ def check_index_validity(db: Database, index_names: list[str]) -> Verdict:
     return Verdict(True, f"all {len(states)} managed indexes exist and are valid", diagnostics, metrics)
 
 
-# A recall measurement is reused while the vectors and the index are the ones it measured, for at
-# most this long.
+# A recall measurement is reused while the index is the one it measured, the threshold the same, and
+# the rows written to the vectors since are at most this share of them (1,000 changed rows in a
+# million move a graph's recall by nothing a 200-query sample can see), for at most this long.
+REMEASURE_RECALL_AFTER_SHARE = 0.01
 REMEASURE_RECALL_EVERY = dt.timedelta(days=7)
 
 
-def _recall_state(db: Database, version: EmbeddingVersion, threshold: float) -> str | None:
-    """What an HNSW recall figure depends on: the index (its oid and file), every write to the
-    vector table (the kept `touched` count only grows) and the threshold judged against."""
+@dataclass(frozen=True)
+class RecallState:
+    """What an HNSW recall figure depends on: the index (its oid and file: a rebuild changes one),
+    the vector table's writes (the kept `touched` count only grows) and the threshold judged against."""
+
+    index: str
+    touched: int
+    rows: int
+    threshold: float
+
+    def still_measures(self, now: RecallState) -> bool:
+        written = now.touched - self.touched
+        return (self.index == now.index and self.threshold == now.threshold
+                and 0 <= written <= REMEASURE_RECALL_AFTER_SHARE * max(now.rows, 1))
+
+
+def _recall_state(db: Database, version: EmbeddingVersion, threshold: float) -> RecallState | None:
     with db.connection() as conn:
         index = conn.execute(statement("quality", "index_identity"),
                              (f"semindex.{version.hnsw_index_name}",) * 2).fetchone()[0]
     if index is None:
         return None
-    touched = row_counts.vector_count(db, version).touched
-    return f"{index}:{touched}:{threshold!r}"
+    count = row_counts.vector_count(db, version)
+    return RecallState(index, count.touched, count.rows, float(threshold))
 
 
 def hnsw_recall_check(db: Database, version: EmbeddingVersion, *, threshold: float) -> Verdict:
-    """The HNSW recall gate (semindex.evaluation.hnsw_recall: 200 exact scans, its cost grows with the
-    table), measured again only when the vectors or the index changed since the last measurement
-    (or it is older than REMEASURE_RECALL_EVERY); otherwise that measurement's verdict, which says
-    so. The same vectors and the same graph give the same recall, up to the sampled queries."""
+    """The HNSW recall gate (semindex.evaluation.hnsw_recall: 200 exact scans, a cost that grows with
+    the table), measured again only when the index was rebuilt, the threshold changed, more than
+    REMEASURE_RECALL_AFTER_SHARE of the vectors were written since the last measurement, or it is
+    older than REMEASURE_RECALL_EVERY; otherwise that measurement's verdict, saying so."""
     from psycopg.types.json import Jsonb
 
     from semindex import evaluation
@@ -331,22 +349,26 @@ def hnsw_recall_check(db: Database, version: EmbeddingVersion, *, threshold: flo
     if not storage_for(db).ann_indexes:
         return evaluation.hnsw_recall(db, version, threshold=threshold)
     state = _recall_state(db, version, threshold)
-    key = {"version_id": version.version_id, "check": "hnsw_recall", "state": state}
+    key = {"version_id": version.version_id, "check": "hnsw_recall"}
     if state is not None:
         with db.connection() as conn:
             stored = conn.execute(statement("quality", "stored_measurement"),
                                   {**key, "max_age": REMEASURE_RECALL_EVERY}).fetchone()
         if stored is not None:
-            verdict, measured_at = stored
-            return Verdict(verdict["passed"],
-                           f"{verdict['summary']} (measured {measured_at:%Y-%m-%d %H:%M:%S %Z}; nothing written "
-                           "to the vectors or the index since)",
-                           {**verdict["diagnostics"], "reused_measurement": True}, verdict["metrics"])
+            measured, verdict, measured_at = RecallState(**stored[0]), stored[1], stored[2]
+            if measured.still_measures(state):
+                written = state.touched - measured.touched
+                return Verdict(verdict["passed"],
+                               f"{verdict['summary']} (measured {measured_at:%Y-%m-%d %H:%M:%S %Z}; "
+                               f"{written} vector rows written since, at most {REMEASURE_RECALL_AFTER_SHARE:.0%})",
+                               {**verdict["diagnostics"], "reused_measurement": True, "rows_written_since": written},
+                               verdict["metrics"])
     verdict = evaluation.hnsw_recall(db, version, threshold=threshold)
     # Kept only if nothing was written while measuring.
     if state is not None and _recall_state(db, version, threshold) == state:
         with db.connection() as conn:
-            conn.execute(statement("quality", "store_measurement"), {**key, "verdict": Jsonb({
-                "passed": verdict.passed, "summary": verdict.summary, "diagnostics": verdict.diagnostics,
-                "metrics": verdict.metrics})})
+            conn.execute(statement("quality", "store_measurement"), {
+                **key, "state": json.dumps(dataclasses.asdict(state)),
+                "verdict": Jsonb({"passed": verdict.passed, "summary": verdict.summary,
+                                  "diagnostics": verdict.diagnostics, "metrics": verdict.metrics})})
     return verdict

@@ -107,12 +107,11 @@ SELECT chunk_id, embedding {operator} %s AS distance FROM {vectors} ORDER BY emb
 SELECT to_regclass(%s)::oid::text || ':' || pg_relation_filenode(to_regclass(%s))::text;
 
 -- name: stored_measurement
-SELECT verdict, measured_at FROM semindex.check_measurements
-WHERE version_id = %(version_id)s AND check_name = %(check)s AND state = %(state)s
-  AND measured_at > now() - %(max_age)s::interval;
+SELECT state::jsonb, verdict, measured_at FROM semindex.check_measurements
+WHERE version_id = %(version_id)s AND check_name = %(check)s AND measured_at > now() - %(max_age)s::interval;
 
 -- name: store_measurement
 INSERT INTO semindex.check_measurements AS m (version_id, check_name, state, verdict)
-VALUES (%(version_id)s, %(check)s, %(state)s, %(verdict)s)
+VALUES (%(version_id)s, %(check)s, %(state)s::text, %(verdict)s)
 ON CONFLICT (version_id, check_name)
 DO UPDATE SET state = excluded.state, verdict = excluded.verdict, measured_at = now();
