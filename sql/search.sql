@@ -21,12 +21,25 @@ WHERE (cardinality(%(instances)s::text[]) = 0 OR p.connector_instance_id = ANY(%
   AND (cardinality(%(streams)s::text[]) = 0 OR p.stream = ANY(%(streams)s::text[]))
 ORDER BY p.connector_instance_id, p.stream;
 
+-- name: field_statistics
+-- How the version's rows spread over fields, from the planner's statistics of its table (ANALYZE and
+-- autovacuum keep them): the most common fields with their shares, and the number of distinct fields
+-- (negative: a share of the rows). No row: the table has not been analyzed yet.
+SELECT most_common_vals::text::text[] AS fields, most_common_freqs AS shares, n_distinct
+FROM pg_stats
+WHERE schemaname = %(schema)s AND tablename = %(table)s AND attname = 'field';
+
 -- name: ann_settings
 -- Local to the transaction. Custom plans only: a generic plan cannot prove a hot source's
 -- partial-index predicate from bind parameters, and would silently walk the version's whole graph.
 SELECT set_config('hnsw.ef_search', %s, true),
        set_config('hnsw.max_scan_tuples', %s, true),
        set_config('plan_cache_mode', 'force_custom_plan', true);
+
+-- name: exact_settings
+-- Custom plans for exact statements too: a generic plan cannot fold the empty-array tests of the
+-- scope ("no record keys", "no fields") and would scan the whole source instead of its index range.
+SELECT set_config('plan_cache_mode', 'force_custom_plan', true);
 
 -- name: iterative_scan
 -- pgvector 0.8: a filtered walk keeps going until enough rows pass the filter.

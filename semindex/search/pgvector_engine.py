@@ -45,7 +45,9 @@ class PgvectorEngine:
     def _run(self, db: Database, statements, request: NearestRequest, *, ef_search: int | None) -> list[Candidate]:
         rows: list[Candidate] = []
         with db.connection() as conn:
-            if ef_search is not None:
+            if ef_search is None:
+                conn.execute(statement("search", "exact_settings"))
+            else:
                 # Local to this transaction; custom plans only (a generic plan cannot prove a hot
                 # source's partial-index predicate from bind parameters).
                 conn.execute(statement("search", "ann_settings"), (str(ef_search), str(max(20_000, 100 * ef_search))))

@@ -63,11 +63,30 @@ def choose_kind(
 
 
 def plan_semantic(
-    sources: Sequence[Source], *, unscoped: bool, record_keys: bool, engines: EngineChoice, settings: PlannerSettings
+    sources: Sequence[Source], *, unscoped: bool, record_keys: bool, engines: EngineChoice, settings: PlannerSettings,
+    names_sources: bool = True, field_rows: int | None = None,
 ) -> list[SemanticPlan]:
-    """One plan per exact or partial source, one shared plan for the ANN sources, or one global plan."""
+    """One plan per exact or partial source, one shared plan for the ANN sources, or one global plan.
+
+    A scope that names no source is planned as a whole, in one statement, not per source:
+      record keys  one exact plan: the keys pick their rows through the (source, record key) index,
+                   so it costs what the keys match, where a plan per source would pay a round trip
+                   for every source the version has;
+      fields       by the fields' estimated rows (`field_rows`, from the table's statistics): a small
+                   share (under min_ann_share, or at most exact_threshold rows) is one exact plan
+                   through the field index; a larger one is one walk of the version's graph with the
+                   fields as its filter, as selective as the fields are overall. Planned per source,
+                   a source without the field would be walked in vain and a small one scanned whole.
+    """
     if unscoped:
         return [_plan(PlanKind.GLOBAL, (), engines)]
+    if not names_sources and record_keys:
+        return [SemanticPlan(PlanKind.EXACT, engines.exact, ())]
+    if not names_sources and field_rows is not None and sources:
+        total = sources[0].version_total
+        if field_rows <= settings.exact_threshold or not total or field_rows / total < settings.min_ann_share:
+            return [SemanticPlan(PlanKind.EXACT, engines.exact, ())]
+        return [_plan(PlanKind.ANN, tuple(sources), engines)]
     plans, group = [], []
     for source in sources:
         kind = choose_kind(source.vector_estimate, source.version_total, record_keys=record_keys,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from psycopg.rows import class_row
 
 from semindex.database import Database
@@ -28,3 +30,28 @@ def sources_in_scope(db: Database, scope: Scope, version: EmbeddingVersion | Non
 def connection_exists(db: Database, connector_instance_id: str) -> bool:
     with db.connection() as conn:
         return conn.execute(statement("search", "connection_exists"), {"instance": connector_instance_id}).fetchone()[0]
+
+
+@dataclass(frozen=True)
+class FieldStatistics:
+    fields: list[str] | None
+    shares: list[float] | None
+    n_distinct: float
+
+    def share_of(self, wanted: tuple[str, ...]) -> float:
+        """The estimated share of rows in any of `wanted`: a common field's own share, and for
+        another what the common ones leave, split evenly between the other distinct fields."""
+        common = dict(zip(self.fields or [], self.shares or [], strict=True))
+        others = (self.n_distinct if self.n_distinct > 0 else len(common) + 1) - len(common)
+        rest = max(0.0, 1.0 - sum(common.values())) / max(1.0, others)
+        return min(1.0, sum(common.get(name, rest) for name in set(wanted)))
+
+
+def field_rows(db: Database, version: EmbeddingVersion, fields: tuple[str, ...], total: int) -> int | None:
+    """About how many of the version's `total` rows are in `fields`; None before the version's table
+    has statistics (the planner then plans per source, as without a field scope)."""
+    schema, _, table = version.vectors_table.rpartition(".")
+    with db.connection() as conn:
+        stats = conn.cursor(row_factory=class_row(FieldStatistics)).execute(
+            statement("search", "field_statistics"), {"schema": schema or "public", "table": table}).fetchone()
+    return None if stats is None else round(total * stats.share_of(fields))
