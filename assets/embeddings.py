@@ -12,6 +12,7 @@ import dagster as dg
 
 from semindex import backfill_claims
 from semindex import embeddings as stage
+from semindex.errors import InvalidInput
 from semindex.vectors.version import get_version
 
 from ..resources import EncoderResource, PostgresResource
@@ -41,7 +42,7 @@ def _op_config(config: EmbeddingsConfig) -> dict:
     # Dagster infers the schema from the annotation but hands the function the validated dict.
     config = EmbeddingsConfig(**config) if isinstance(config, dict) else config
     if config.workers < 1:
-        raise dg.DagsterInvalidConfigError(f"embeddings: workers must be at least 1, got {config.workers}", [], config)
+        raise InvalidInput(f"embeddings: workers must be at least 1, got {config.workers}")
     threads = config.torch_threads or backfill_claims.torch_threads_for(config.workers)
     return {
         "backfill_workers": {"config": {"workers": config.workers}},
@@ -52,8 +53,6 @@ def _op_config(config: EmbeddingsConfig) -> dict:
 @dg.op(ins={"chunks": dg.In(dg.Nothing)}, out=dg.DynamicOut(int))
 def backfill_workers(config: WorkersConfig):
     """One dynamic output per worker: Dagster maps a backfill_worker step over each."""
-    if config.workers < 1:
-        raise dg.Failure(f"workers must be at least 1, got {config.workers}")
     for index in range(config.workers):
         yield dg.DynamicOutput(index, mapping_key=f"w{index}")
 
