@@ -26,6 +26,8 @@ parser that refuses a bad value by naming it.
   SEMINDEX_DEBUG               1 (or true, yes, on): errors print their traceback (default 0; `--debug`)
   SEMINDEX_LOG_FORMAT          plain or json: the log lines of the CLI, the runs and the HTTP service
                                (default plain; `--log-format`)
+  SEMINDEX_DEVICE              auto, cpu or cuda: where encoders run (default auto: a CUDA GPU when
+                               torch, or onnxruntime's CUDA provider, can use one; else the CPU)
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ DEFAULT_CONNECT_TIMEOUT = 10
 DEFAULT_POOL_TIMEOUT = 30
 DEFAULT_SHUTDOWN_TIMEOUT = 8
 LOG_FORMATS = ("plain", "json")
+DEVICES = ("auto", "cpu", "cuda")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -228,6 +231,14 @@ def log_format() -> str:
     value = (_raw("SEMINDEX_LOG_FORMAT") or "plain").lower()
     if value not in LOG_FORMATS:
         raise InvalidInput(f"SEMINDEX_LOG_FORMAT={value!r} must be one of {', '.join(LOG_FORMATS)}")
+    return value
+
+
+def device() -> str:
+    """SEMINDEX_DEVICE: auto (default), cpu or cuda; semindex.encoders.device resolves auto."""
+    value = (_raw("SEMINDEX_DEVICE") or "auto").lower()
+    if value not in DEVICES:
+        raise InvalidInput(f"SEMINDEX_DEVICE={value!r} must be one of {', '.join(DEVICES)}")
     return value
 
 

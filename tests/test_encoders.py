@@ -183,6 +183,8 @@ def test_encoder_revision_never_imports_or_loads_a_model(tmp_path, onnx_folder):
         "minilm": MINILM_SPEC,
         "mpnet": MPNET_SPEC,
         "onnx": PARAPHRASE_L3_ONNX_SPEC,
+        "onnx_int8": encoders.MINILM_INT8_SPEC,  # nor is the int8 model exported
+        "onnx_int8_folder": EncoderSpec("onnx-int8", registry.minilm_model_path()),
         "st_folder": EncoderSpec("sentence-transformers", registry.minilm_model_path()),
         "onnx_folder": EncoderSpec("onnx", str(onnx_folder)),
         "hashing": EncoderSpec("hashing", "32"),
@@ -212,7 +214,7 @@ def test_encoder_revision_never_imports_or_loads_a_model(tmp_path, onnx_folder):
         **{key: encoder_revision(spec) for key, spec in specs.items()},
         "legacy": encoder_revision(MINILM_SPEC),
     }
-    assert not (home / "models").exists()  # nor was mpnet extracted
+    assert not (home / "models").exists()  # nor was mpnet extracted, nor MiniLM quantised
 
 
 # --- loading once -----------------------------------------------------------------------------
@@ -356,7 +358,7 @@ def test_two_processes_extracting_mpnet_at_once_leave_one_complete_folder(tmp_pa
     assert first["folder"] == second["folder"] == str((models / f"all-mpnet-base-v2-{version}").resolve())
     assert first["marker"] == second["marker"]  # one extraction, the other process reused it
     assert first["marker"]["pid"] in {process.pid for process in processes}
-    assert max(first["called"], second["called"]) < first["marker"]["extracted_at"]  # they did overlap
+    assert max(first["called"], second["called"]) < first["marker"]["made_at"]  # they did overlap
     assert sorted(path.name for path in models.iterdir()) == [f".all-mpnet-base-v2-{version}.lock", f"all-mpnet-base-v2-{version}"]
 
     folder = Path(first["folder"])

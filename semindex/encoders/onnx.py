@@ -1,4 +1,5 @@
-"""Transformers exported to ONNX, run by onnxruntime on the CPU with the `tokenizers` library."""
+"""Transformers exported to ONNX, run by onnxruntime (on the CPU, or on CUDA when the device resolved
+by semindex.encoders.device is a GPU) with the `tokenizers` library."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ from pathlib import Path
 import numpy as np
 
 from semindex.encoders.base import l2_normalised, once
+from semindex.encoders.device import Device
 from semindex.errors import InvalidInput
 
 DEFAULT_MAX_TOKENS = 128
 
 
 class OnnxEncoder:
-    """A transformer exported to ONNX, run on the CPU: tokenised with `tokenizers`, truncated to
-    `max_tokens`, padded per batch (texts sorted by length so batches pad little), pooled either by
-    the graph (a (batch, d) output) or here (mean over the attention mask of a (batch, seq, d)
-    output), then L2-normalised."""
+    """A transformer exported to ONNX, run on `device` (the CPU unless given): tokenised with
+    `tokenizers`, truncated to `max_tokens`, padded per batch (texts sorted by length so batches pad
+    little), pooled either by the graph (a (batch, d) output) or here (mean over the attention mask
+    of a (batch, seq, d) output), then L2-normalised."""
 
     def __init__(
         self,
@@ -30,6 +32,7 @@ class OnnxEncoder:
         output_name: str | None = None,
         max_tokens: int = DEFAULT_MAX_TOKENS,
         batch_size: int = 64,
+        device: Device | None = None,
     ) -> None:
         self.name = name
         self.revision = revision
@@ -37,7 +40,8 @@ class OnnxEncoder:
         self.tokenizer_path = tokenizer_path
         self.max_tokens = max_tokens
         self.batch_size = batch_size
-        self._session = _load_onnx_session(model_path)
+        self.device = device or Device("cpu", "cpu")
+        self._session = _load_onnx_session(model_path, tuple(self.device.onnx_providers()))
         self._tokenizer = _load_tokenizer(tokenizer_path, max_tokens)
         self._input_names = [i.name for i in self._session.get_inputs()]
         unknown = set(self._input_names) - {"input_ids", "attention_mask", "token_type_ids"}
@@ -99,15 +103,15 @@ def _sentence_output(session, output_name: str | None, model_path: str) -> tuple
     return chosen.name, len(chosen.shape) == 2, dimensions
 
 
-def _load_onnx_session(model_path: str):
+def _load_onnx_session(model_path: str, providers: tuple[str, ...] = ("CPUExecutionProvider",)):
     def build():
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only; onnxruntime warns about unused initialisers
-        return onnxruntime.InferenceSession(model_path, sess_options=options, providers=["CPUExecutionProvider"])
+        return onnxruntime.InferenceSession(model_path, sess_options=options, providers=list(providers))
 
-    return once(("onnx session", model_path), build)
+    return once(("onnx session", model_path, providers), build)
 
 
 def _load_tokenizer(tokenizer_path: str, max_tokens: int):

@@ -1,4 +1,5 @@
-"""sentence-transformers models, from a folder (a packaged model's folder included)."""
+"""sentence-transformers models, from a folder (a packaged model's folder included), on the torch
+device semindex.encoders.device resolves (the CPU unless given)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,16 @@ from semindex.encoders.base import once
 
 
 class SentenceTransformerEncoder:
-    def __init__(self, name: str, model_path: str, revision: str, *, batch_size: int = 64) -> None:
+    def __init__(self, name: str, model_path: str, revision: str, *, batch_size: int = 64, device: str = "cpu") -> None:
         self.name = name
         self.revision = revision
         self.model_path = model_path
         self.batch_size = batch_size
+        self.device = device  # a torch device name: "cpu" or "cuda"
 
     @property
     def model(self):
-        return _load_sentence_transformer(self.model_path)
+        return _load_sentence_transformer(self.model_path, self.device)
 
     @property
     def dimensions(self) -> int:
@@ -41,13 +43,13 @@ class SentenceTransformerEncoder:
         return np.asarray(vectors, dtype=np.float32)
 
 
-def _load_sentence_transformer(model_path: str):
+def _load_sentence_transformer(model_path: str, device: str = "cpu"):
     def build():
         # No hub access exists here or in CI: every model comes from a package or a folder.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
-        return SentenceTransformer(model_path, device="cpu")
+        return SentenceTransformer(model_path, device=device)
 
-    return once(("sentence-transformers model", model_path), build)
+    return once(("sentence-transformers model", model_path, device), build)

