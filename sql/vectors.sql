@@ -15,6 +15,9 @@ CREATE TABLE IF NOT EXISTS {vectors} (
 );
 CREATE INDEX IF NOT EXISTS {scope_index} ON {vectors} (connector_instance_id, stream, record_key);
 CREATE INDEX IF NOT EXISTS {content_index} ON {vectors} (content_sha256);
+-- A scope of fields alone, when the fields are a small share of the version, is one exact statement
+-- over these rows (semindex.search.planner): without the index it would read the whole table.
+CREATE INDEX IF NOT EXISTS {field_index} ON {vectors} (field, connector_instance_id, stream);
 INSERT INTO semindex.embedding_backfill (version_id) VALUES ({version_id}) ON CONFLICT DO NOTHING;
 
 -- name: create_table_jsonb

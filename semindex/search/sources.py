@@ -54,4 +54,4 @@ def field_rows(db: Database, version: EmbeddingVersion, fields: tuple[str, ...],
     with db.connection() as conn:
         stats = conn.cursor(row_factory=class_row(FieldStatistics)).execute(
             statement("search", "field_statistics"), {"schema": schema or "public", "table": table}).fetchone()
-    return None if stats is None else round(total * stats.share_of(fields))
+    return None if stats is None else round(int(total) * stats.share_of(fields))

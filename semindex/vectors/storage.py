@@ -51,7 +51,7 @@ class VectorStorage:
 
     def create_table(self, db: Database, version: EmbeddingVersion,
                      capture: Callable[[psycopg.Connection], None] | None = None) -> None:
-        """The version's table (idempotent), with its scope and content indexes and backfill row;
+        """The version's table (idempotent), with its scope, content and field indexes and backfill row;
         `capture` adds change capture in the same transaction (semindex.ann_substrate.capture)."""
         with db.connection() as conn:
             conn.execute(statement(
@@ -60,6 +60,7 @@ class VectorStorage:
                 vectors=version.vectors_table,
                 scope_index=f"{version.table_name}_scope",
                 content_index=f"{version.table_name}_content",
+                field_index=f"{version.table_name}_field",
                 embedding_check=f"{version.table_name}_embedding_check",
                 dimensions=version.dimensions,
                 version_id=version.version_id,
