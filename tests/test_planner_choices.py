@@ -1,0 +1,104 @@
+"""The planner's choices the 1M-row tuning relies on (bench/search_latency.py), pinned by outcome and
+by EXPLAIN: a scope of record keys or of fields alone is planned as a whole, not source by source, and
+its exact statement reads only the rows it names through an index."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from psycopg import sql
+
+from semindex import indexes, lifecycle
+from semindex.relevance_metrics import distance_recall
+from semindex.search import Scope, Searcher
+from semindex.search.planner import PlannerSettings
+from semindex.sql_files import statement
+from tests.conftest import scratch_database
+from tests.synthetic_vectors import load_sources
+
+SIZES = {("a", "s"): 6_000, ("b", "s"): 3_000, ("c", "s"): 1_000}
+# exact_threshold 1,000: the 200 quote rows are "few", the 4,000 title rows are not.
+PLANNER = PlannerSettings(exact_threshold=1_000)
+
+
+@pytest.fixture(scope="module")
+def fielded_db(server_url):
+    with scratch_database(server_url, "planner") as (_, db):
+        version = lifecycle.register_version(db, "planner-96", "hashing-96", 96)
+        loaded, _ = load_sources(db, version, SIZES)
+        with db.connection() as conn:
+            # 2% of the rows are quotes, 40% titles, spread over every source (chunks and vectors alike).
+            for table in ("semindex.chunks", version.vectors_table):
+                conn.execute(sql.SQL("UPDATE {} SET field = CASE WHEN chunk_id % 50 = 0 THEN 'quote' "
+                                     "WHEN chunk_id % 5 IN (1, 2) THEN 'title' ELSE 'text' END").format(
+                    sql.Identifier(*table.split("."))))
+        with db.autocommit_connection() as conn:
+            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(*version.vectors_table.split("."))))
+        indexes.build_hnsw(db, version, indexes.HnswParameters(m=16, ef_construction=64))
+        with db.connection() as conn:
+            rows = conn.execute(sql.SQL("SELECT record_key, field, embedding FROM {}").format(
+                sql.Identifier(*version.vectors_table.split(".")))).fetchall()
+        yield db, version, rows
+
+
+def _explain(db, version, scope: Scope, query) -> str:
+    exact = statement("search", "semantic_exact_all_records", vectors=version.vectors_table,
+                      operator=version.metric.sql_operator)
+    with db.connection() as conn:
+        conn.execute(statement("search", "exact_settings"))
+        return "\n".join(row[0] for row in conn.execute(
+            sql.SQL("EXPLAIN ") + exact, {"query": query, **scope.sql_params(), "limit": 25}))
+
+
+def _nearest(rows, query, keep) -> list[float]:
+    matrix = np.array([r[2].to_numpy() for r in rows if keep(r)], dtype=np.float64)
+    distances = 1.0 - (matrix @ query) / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(query))
+    return sorted(distances)[:10]
+
+
+def test_a_scope_of_few_field_rows_is_one_exact_statement_through_the_field_index(fielded_db):
+    db, version, rows = fielded_db
+    query = rows[7][2].to_numpy().astype(np.float64)
+    result = Searcher(db, planner=PLANNER).semantic.nearest_hits(version, query, Scope(fields=("quote",)), 10)
+    assert result.plans == {"*": "exact"}
+    assert len(result.hits) == 10 and {hit.matched_fields[0] for hit in result.hits} == {"quote"}
+    exact = _nearest(rows, query, lambda r: r[1] == "quote")
+    assert distance_recall([hit.distance for hit in result.hits], exact, 10) == 1.0
+    plan = _explain(db, version, Scope(fields=("quote",)), query)
+    assert f"{version.table_name}_field" in plan and "Seq Scan" not in plan, plan
+
+
+def test_a_scope_of_many_field_rows_is_one_filtered_walk_of_the_graph(fielded_db):
+    db, version, rows = fielded_db
+    query = rows[11][2].to_numpy().astype(np.float64)
+    result = Searcher(db, planner=PLANNER).semantic.nearest_hits(version, query, Scope(fields=("title",)), 10)
+    # One plan for every source: the walk is as selective as the field is overall (40%).
+    assert set(result.plans) == {"a/s", "b/s", "c/s"} and set(result.plans.values()) == {"ann"}
+    assert len(result.hits) == 10 and {hit.matched_fields[0] for hit in result.hits} == {"title"}
+    exact = _nearest(rows, query, lambda r: r[1] == "title")
+    assert distance_recall([hit.distance for hit in result.hits], exact, 10) >= 0.9
+
+
+def test_a_scope_of_record_keys_alone_is_one_exact_statement_through_the_key_index(fielded_db):
+    db, version, rows = fielded_db
+    keys = tuple(sorted({r[0] for r in rows[::400]}))
+    query = rows[3][2].to_numpy().astype(np.float64)
+    scope = Scope(record_keys=keys)
+    result = Searcher(db, planner=PLANNER).semantic.nearest_hits(version, query, scope, 10)
+    assert result.plans == {"*": "exact"}
+    assert len(result.hits) == 10 and {hit.record_key for hit in result.hits} <= set(keys)
+    exact = _nearest(rows, query, lambda r: r[0] in set(keys))
+    assert distance_recall([hit.distance for hit in result.hits], exact, 10) == 1.0
+    plan = _explain(db, version, scope, query)
+    assert f"{version.table_name}_scope" in plan and "Seq Scan" not in plan, plan
+
+
+def test_field_estimates_come_from_the_tables_statistics(fielded_db):
+    from semindex.search.sources import field_rows
+
+    db, version, rows = fielded_db
+    total = len(rows)
+    assert field_rows(db, version, ("quote",), total) == pytest.approx(total * 0.02, rel=0.3)
+    assert field_rows(db, version, ("title", "quote"), total) == pytest.approx(total * 0.42, rel=0.15)
+    # A field the statistics have never seen is estimated from what the common ones leave: none here.
+    assert field_rows(db, version, ("nonexistent",), total) <= total * 0.01
