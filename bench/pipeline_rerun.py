@@ -464,7 +464,8 @@ def main() -> None:
                           + ", ".join(f"{k} {v:.3f}s" for k, v in overhead.items()))
             print("\n".join(report[-3:]), flush=True)
             db.close()
-    print("\n".join(report))
+    if len(arguments.rows) > 1:
+        print("\n".join(report))
 
 
 if __name__ == "__main__":

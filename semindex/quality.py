@@ -337,6 +337,14 @@ def _recall_state(db: Database, version: EmbeddingVersion, threshold: float) -> 
     return RecallState(index, count.touched, count.rows, float(threshold))
 
 
+def _stored_recall_state(text: str) -> RecallState | None:
+    """A stored state, or None when it is not one this code wrote (then the check measures again)."""
+    try:
+        return RecallState(**json.loads(text))
+    except (ValueError, TypeError):
+        return None
+
+
 def hnsw_recall_check(db: Database, version: EmbeddingVersion, *, threshold: float) -> Verdict:
     """The HNSW recall gate (semindex.evaluation.hnsw_recall: 200 exact scans, a cost that grows with
     the table), measured again only when the index was rebuilt, the threshold changed, more than
@@ -355,8 +363,8 @@ def hnsw_recall_check(db: Database, version: EmbeddingVersion, *, threshold: flo
             stored = conn.execute(statement("quality", "stored_measurement"),
                                   {**key, "max_age": REMEASURE_RECALL_EVERY}).fetchone()
         if stored is not None:
-            measured, verdict, measured_at = RecallState(**stored[0]), stored[1], stored[2]
-            if measured.still_measures(state):
+            measured, verdict, measured_at = _stored_recall_state(stored[0]), stored[1], stored[2]
+            if measured is not None and measured.still_measures(state):
                 written = state.touched - measured.touched
                 return Verdict(verdict["passed"],
                                f"{verdict['summary']} (measured {measured_at:%Y-%m-%d %H:%M:%S %Z}; "

@@ -107,7 +107,7 @@ SELECT chunk_id, embedding {operator} %s AS distance FROM {vectors} ORDER BY emb
 SELECT to_regclass(%s)::oid::text || ':' || pg_relation_filenode(to_regclass(%s))::text;
 
 -- name: stored_measurement
-SELECT state::jsonb, verdict, measured_at FROM semindex.check_measurements
+SELECT state, verdict, measured_at FROM semindex.check_measurements
 WHERE version_id = %(version_id)s AND check_name = %(check)s AND measured_at > now() - %(max_age)s::interval;
 
 -- name: store_measurement

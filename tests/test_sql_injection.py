@@ -245,7 +245,9 @@ def test_ingest_stores_every_payload_byte_for_byte_and_changes_nothing_else(inje
     assert injected["ingest"].quarantined == len(BAD_LINES)
     assert _stage_changes(injected, "bootstrap", "ingest") == {
         **NO_CHANGE,
-        "tables_changed": semindex_tables("raw_records", "retained_size_projection", "ingested_files", "quarantined_records"),
+        # source_row_deltas: the row counts the writes keep (semindex.row_counts).
+        "tables_changed": semindex_tables("raw_records", "retained_size_projection", "ingested_files", "quarantined_records",
+                                          "source_row_deltas"),
     }
     with db.connection() as conn:
         stored = conn.execute(
@@ -271,7 +273,8 @@ def test_chunking_keeps_every_payload_and_never_merges_delimiter_twins(injected)
     # also writes the records' lexical documents and their term statistics.
     assert _stage_changes(injected, "ingest", "chunks") == {
         **NO_CHANGE,
-        "tables_changed": semindex_tables("raw_records", "chunks", "lexical_documents", "lexical_terms", "lexical_sources"),
+        "tables_changed": semindex_tables("raw_records", "chunks", "lexical_documents", "lexical_terms", "lexical_sources",
+                                          "source_row_deltas"),
     }
     expected = sorted(
         (r["connector_id"], r["connector_instance_id"], r["stream"], r["record_key"], c.field, c.chunk_no, c.content, c.semantic_key)
@@ -310,8 +313,11 @@ def test_index_builds_and_the_projection_create_exactly_their_own_objects(inject
         **NO_CHANGE,
         "relations_added": {("semindex", version.hnsw_index_name, "i"), ("semindex", indexes.LEXICAL_INDEX_NAME, "i")},
     }
+    # The projection reads the kept row counts: the version's table is counted once (its triggers
+    # carry the names the bootstrap gave the fixed tables' ones), the deltas folded.
     assert _stage_changes(injected, "indexes", "projection") == {
-        **NO_CHANGE, "tables_changed": semindex_tables("retained_size_projection"),
+        **NO_CHANGE,
+        "tables_changed": semindex_tables("retained_size_projection", "source_rows", "source_row_deltas", "counted_relations"),
     }
     expected = {}
     for record in injected["records"]:
