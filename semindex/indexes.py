@@ -2,8 +2,9 @@
 
 Every build goes through `ensure_index`: a Postgres advisory lock keyed by the index name keeps two
 runs from building the same index (the second waits, then finds it valid); an index left invalid by
-an interrupted build is dropped and rebuilt; builds run serially with maintenance_work_mem raised
-for the session and reset after; CONCURRENTLY is used once the data serves queries, so searches and
+an interrupted build is dropped and rebuilt; builds run with maintenance_work_mem raised for the
+session and reset after, in parallel when the server's shared memory allows it
+(semindex.build_parallelism); CONCURRENTLY is used once the data serves queries, so searches and
 writes go on during the build.
 
 Without pgvector (JSONB mode) there is no ANN index: build_hnsw reports it skipped (search is a
@@ -21,6 +22,7 @@ from typing import Callable
 from psycopg import sql
 
 from semindex import row_counts, settings
+from semindex.build_parallelism import build_parallelism
 from semindex.chunks import backfill_lexical_documents
 from semindex.database import Database
 from semindex.errors import InvalidInput
@@ -61,6 +63,7 @@ class IndexBuild:
     action: str  # "exists", "built", "rebuilt", or JSONB_SKIPPED
     seconds: float
     concurrently: bool
+    parallel_workers: int = 0
 
     @property
     def added(self) -> bool:
@@ -111,8 +114,12 @@ def ensure_index(
                 log.warning("index %s is invalid (an interrupted build); dropping and rebuilding it", qualified)
                 conn.execute(statement("indexes", "drop", index=qualified, concurrently=concurrently_keyword(concurrently)))
                 action = "rebuilt"
+            parallel = build_parallelism(db, maintenance_work_mem)
+            log.info("building %s with %s: %s", qualified,
+                     f"{parallel.workers} parallel workers" if parallel.workers else "no parallel workers", parallel.reason)
+            workers = str(parallel.workers)
             if concurrently:
-                conn.execute(statement("indexes", "raise_build_memory"), (maintenance_work_mem,))
+                conn.execute(statement("indexes", "raise_build_memory"), (maintenance_work_mem, workers))
                 try:
                     conn.execute(create(True))
                 finally:
@@ -121,9 +128,9 @@ def ensure_index(
                 # In a transaction: a build whose client dies is rolled back, never committed by a
                 # backend that finished it after the client was gone.
                 with conn.transaction():
-                    conn.execute(statement("indexes", "raise_build_memory_local"), (maintenance_work_mem,))
+                    conn.execute(statement("indexes", "raise_build_memory_local"), (maintenance_work_mem, workers))
                     conn.execute(create(False))
-            return IndexBuild(index_name, action, time.monotonic() - started, concurrently)
+            return IndexBuild(index_name, action, time.monotonic() - started, concurrently, parallel.workers)
         finally:
             conn.execute(statement("indexes", "unlock"), (qualified,))
 
@@ -188,7 +195,8 @@ def _build_report(build: IndexBuild, rows: int, **details) -> StageReport:
         added=1 if build.added else 0,
         seconds=build.seconds,
         work_rows=rows if build.added else 0,
-        details={"index": build.index_name, "action": build.action, "concurrently": build.concurrently, **details},
+        details={"index": build.index_name, "action": build.action, "concurrently": build.concurrently,
+                 "parallel_workers": build.parallel_workers, **details},
     )
 
 

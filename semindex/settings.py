@@ -26,6 +26,9 @@ parser that refuses a bad value by naming it.
   SEMINDEX_DEBUG               1 (or true, yes, on): errors print their traceback (default 0; `--debug`)
   SEMINDEX_LOG_FORMAT          plain or json: the log lines of the CLI, the runs and the HTTP service
                                (default plain; `--log-format`)
+  SEMINDEX_INDEX_BUILD_WORKERS parallel workers for index builds (default: probed; 0 = serial)
+  SEMINDEX_SHARED_BUFFERS      shared_buffers of a new embedded server (default: a quarter of the
+                               machine's memory, between 128MB and 8GB)
   SEMINDEX_DEVICE              auto, cpu or cuda: where encoders run (default auto: a CUDA GPU when
                                torch, or onnxruntime's CUDA provider, can use one; else the CPU)
 """
@@ -254,3 +257,24 @@ def zvec_home() -> Path:
 def zvec_fault() -> str | None:
     """SEMINDEX_ZVEC_FAULT: tests only, a builder phase at which the builder kills itself (SIGKILL)."""
     return _raw("SEMINDEX_ZVEC_FAULT")
+
+
+def index_build_workers() -> int | None:
+    """SEMINDEX_INDEX_BUILD_WORKERS: parallel maintenance workers for index builds; None: probed
+    (semindex.build_parallelism)."""
+    if _raw("SEMINDEX_INDEX_BUILD_WORKERS") is None:
+        return None
+    return env_int("SEMINDEX_INDEX_BUILD_WORKERS", 0, minimum=0, maximum=64)
+
+
+def shared_buffers() -> str:
+    """SEMINDEX_SHARED_BUFFERS, else a quarter of physical memory (PostgreSQL's own advice for a
+    dedicated server) between 128MB and 8GB, as PostgreSQL writes sizes."""
+    raw = _raw("SEMINDEX_SHARED_BUFFERS")
+    if raw is not None:
+        return memory_size(raw, "SEMINDEX_SHARED_BUFFERS")
+    try:
+        physical_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    except (ValueError, OSError):
+        return "128MB"
+    return f"{max(128, min(8192, physical_mb // 4))}MB"

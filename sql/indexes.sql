@@ -25,14 +25,21 @@ WHERE n.nspname = %s AND c.relname = ANY(%s);
 DROP INDEX {concurrently} IF EXISTS {index};
 
 -- name: raise_build_memory
--- Parallel builds need /dev/shm at least as large as maintenance_work_mem and die in small
--- containers, so builds run serially. For a CONCURRENTLY build (no transaction block): the session's
--- settings, reset after.
-SELECT set_config('maintenance_work_mem', %s, false), set_config('max_parallel_maintenance_workers', '0', false);
+-- A build's memory and its parallel workers (semindex.build_parallelism probes how many /dev/shm
+-- allows: 0 = serial). For a CONCURRENTLY build (no transaction block): the session's settings,
+-- reset after.
+SELECT set_config('maintenance_work_mem', %s, false), set_config('max_parallel_maintenance_workers', %s, false);
 
 -- name: raise_build_memory_local
 -- The same for a build inside a transaction: both revert at commit or rollback.
-SELECT set_config('maintenance_work_mem', %s, true), set_config('max_parallel_maintenance_workers', '0', true);
+SELECT set_config('maintenance_work_mem', %s, true), set_config('max_parallel_maintenance_workers', %s, true);
+
+-- name: parallel_build_settings
+-- What the parallelism probe needs from the server: is it on this host (a unix socket or loopback:
+-- its /dev/shm is ours), how it shares memory between processes, how many maintenance workers it allows.
+SELECT inet_server_addr() IS NULL OR host(inet_server_addr()) IN ('127.0.0.1', '::1') AS local,
+       current_setting('dynamic_shared_memory_type') AS shm_type,
+       current_setting('max_parallel_maintenance_workers')::int AS max_workers;
 
 -- name: reset_build_memory
 RESET maintenance_work_mem;

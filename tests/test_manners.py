@@ -451,3 +451,17 @@ def test_a_failed_step_is_one_line_naming_the_error_not_a_stack_trace():
     assert failed_steps(result) == [("broken", "ConnectionLost: lost the connection to PostgreSQL at "
                                      "postgresql://u:***@h/db; committed work is kept: start the server and run again "
                                      "to resume (server closed the connection)")]
+
+
+def test_a_new_embedded_server_has_shared_buffers_sized_to_the_machine(server_url, monkeypatch):
+    from semindex import settings
+
+    with psycopg.connect(server_url) as conn:
+        assert conn.execute("SHOW shared_buffers").fetchone()[0] == settings.shared_buffers()
+    physical_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    assert settings.shared_buffers() == f"{max(128, min(8192, physical_mb // 4))}MB"
+    monkeypatch.setenv("SEMINDEX_SHARED_BUFFERS", "2GB")
+    assert settings.shared_buffers() == "2GB"
+    monkeypatch.setenv("SEMINDEX_SHARED_BUFFERS", "lots")
+    with pytest.raises(InvalidInput, match="SEMINDEX_SHARED_BUFFERS='lots'"):
+        settings.shared_buffers()

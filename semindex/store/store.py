@@ -354,7 +354,7 @@ class PgVectorStore:
                     await conn.execute(self._statement("drop_index", index=sql.Identifier(self.config.schema, name)))
                 rows = (await (await conn.execute(self._statement("count_all"))).fetchone())[0]
                 # semindex's build settings: raised memory, and serial (parallel builds die on a small /dev/shm).
-                await conn.execute(statement("indexes", "raise_build_memory"), (HnswParameters().maintenance_work_mem,))
+                await conn.execute(statement("indexes", "raise_build_memory"), (HnswParameters().maintenance_work_mem, "0"))
                 concurrently = rows > 0
                 where = {"index": sql.Identifier(name), "concurrently": sql.SQL("CONCURRENTLY" if concurrently else "")}
                 if index_type == "hnsw":
