@@ -4,7 +4,10 @@ Workers (processes, Dagster steps, machines sharing the database) carve the chun
 watermark into ranges of chunk ids, one batch each, and lease them: a worker takes the lowest range
 whose lease ran out (FOR UPDATE SKIP LOCKED, so two workers never take the same one and neither waits
 for the other), else carves the next range. A worker that dies loses only the range it held, which
-another worker takes over once the lease expires; a live worker renews its lease while it encodes.
+another worker takes over at once: each worker's session holds a PostgreSQL advisory lock while it
+lives, and a dead process's connection, with its lock, is gone. A worker that is alive but stuck or
+cut off from the database keeps its lock and loses its range when the lease runs out instead; a live
+worker renews its lease while it encodes.
 
 Each text without a vector belongs to the first range carved with it (semindex.embedding_text_claims),
 so no text is encoded twice however the ranges interleave: a later range holding the same text leaves
@@ -17,22 +20,28 @@ both lock the version's backfill row first, so each sees the other's commits.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import socket
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psycopg
 from psycopg.rows import class_row
 
 from semindex.database import Database
-from semindex.errors import InvalidInput
+from semindex.errors import Conflict, InvalidInput
 from semindex.sql_files import statement
 from semindex.vectors.version import EmbeddingVersion
 
 LEASE_ENV = "SEMINDEX_BACKFILL_LEASE_SECONDS"
 DEFAULT_LEASE_SECONDS = 300.0
 MIN_LEASE_SECONDS = 1.0
+# The advisory lock namespace (first key) of backfill workers' liveness locks; the second key is the
+# worker's own, random, stored with each range it holds.
+LIVENESS_NAMESPACE = 0x5E31D
 
 
 def lease_seconds() -> float:
@@ -100,11 +109,30 @@ class _NextRange:
     chunk_count: int
 
 
-def claim_next(db: Database, version: EmbeddingVersion, *, worker: str, batch_size: int, lease: float) -> Claim | None:
-    """The lowest expired range, taken over; else a new range of up to `batch_size` chunks above
-    everything carved; None when neither exists (other workers may still hold live ranges)."""
+@contextlib.contextmanager
+def liveness(db: Database) -> Iterator[int]:
+    """Hold this worker's liveness lock on a connection of its own for the block; yields its key."""
+    with db.autocommit_connection() as conn:
+        for _ in range(8):
+            key = 1 + secrets.randbelow(2**31 - 2)
+            held = conn.execute(statement("vectors", "hold_liveness"),
+                                {"namespace": LIVENESS_NAMESPACE, "holder_lock": key}).fetchone()[0]
+            if held:
+                break
+        else:
+            raise Conflict("could not take a backfill liveness lock: 8 random keys were all held")
+        yield key
+
+
+def claim_next(
+    db: Database, version: EmbeddingVersion, *, worker: str, holder_lock: int, batch_size: int, lease: float
+) -> Claim | None:
+    """The lowest range whose holder is gone or whose lease ran out, taken over; else a new range of
+    up to `batch_size` chunks above everything carved; None when neither exists (other live workers
+    may still hold ranges)."""
     token = uuid.uuid4()
-    params = {"version_id": version.version_id, "worker": worker, "token": token, "lease_seconds": lease}
+    params = {"version_id": version.version_id, "worker": worker, "holder_lock": holder_lock, "token": token,
+              "lease_seconds": lease, "namespace": LIVENESS_NAMESPACE}
     with db.connection() as conn:
         cursor = conn.cursor(row_factory=class_row(_TakenOver))
         taken = cursor.execute(statement("vectors", "take_over_expired"), params).fetchone()

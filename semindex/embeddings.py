@@ -6,8 +6,8 @@ the texts its range owns (texts with no vector yet in the version, first seen in
 with the same content hash share one vector), COPYs the vectors in binary into a staging table, and in
 one transaction inserts the vectors, marks the range done and moves the version's watermark over
 every range done below the lowest one still at work. A killed worker therefore loses only its
-in-flight range, which another worker (or the next run) takes over when its lease expires, and no row
-is written twice. Any number of workers may run this, in processes, Dagster steps or on machines
+in-flight range, which another worker (or the next run) takes over at once (its session's liveness
+lock is gone with it; a stuck worker's range when its lease expires), and no row is written twice. Any number of workers may run this, in processes, Dagster steps or on machines
 sharing the database; one worker is the same code. How the vectors are stored (pgvector or JSONB) is
 the storage strategy's business (semindex.vectors.storage).
 """
@@ -124,34 +124,38 @@ def backfill(
     worker = worker or claims.worker_name()
     progress = ProgressReporter(f"embed {version.version_key}", pending, progress_emit, unit="chunks")
     done_before = encoded_before + reused_before
-    while True:
-        claim = claims.claim_next(db, version, worker=worker, batch_size=batch_size, lease=lease)
-        if claim is None:
-            waiting = claims.outstanding(db, version)
-            if waiting.claims == 0:
-                break
-            # Other workers hold the rest: wait for them, or for the first lease to run out.
-            time.sleep(min(MAX_POLL_SECONDS, max(0.05, waiting.next_expiry_seconds)))
-            continue
-        if claim.attempts > 1:
-            report.taken_over += 1
-            log.info("worker %s took over chunks (%d, %d] of %s (attempt %d): its previous holder's lease ran out",
-                     worker, claim.after_chunk, claim.through_chunk, version.version_key, claim.attempts)
-        written = _backfill_range(db, version, claim, encoder, storage, lease)
-        if written is None:
-            report.lost += 1
-            log.warning("worker %s lost chunks (%d, %d] of %s to a takeover (its lease of %gs ran out); "
-                        "nothing was written", worker, claim.after_chunk, claim.through_chunk, version.version_key, lease)
-            continue
-        report.chunks += written.chunks
-        report.encoded_texts += written.encoded
-        report.reused_vectors += written.chunks - written.encoded
-        report.batches += 1
-        # The shared line: every worker's chunks against what was pending when this one started, so
-        # the rate and ETA are the backfill's; this worker's own share is in the label.
-        progress.what = (f"embed {version.version_key} worker {worker} ({report.chunks} chunks here, "
-                         f"{report.chunks / max(progress.elapsed, 1e-9):.1f}/s); all workers")
-        progress.advance(max(0, written.chunks_done - done_before - progress.done))
+    with claims.liveness(db) as holder_lock:
+        while True:
+            claim = claims.claim_next(
+                db, version, worker=worker, holder_lock=holder_lock, batch_size=batch_size, lease=lease
+            )
+            if claim is None:
+                waiting = claims.outstanding(db, version)
+                if waiting.claims == 0:
+                    break
+                # Other live workers hold the rest: wait for them (a dead one's range is free at the
+                # next look; a stuck one's when its lease runs out).
+                time.sleep(min(MAX_POLL_SECONDS, max(0.05, waiting.next_expiry_seconds)))
+                continue
+            if claim.attempts > 1:
+                report.taken_over += 1
+                log.info("worker %s took over chunks (%d, %d] of %s (attempt %d): its previous holder is gone or its lease ran out",
+                         worker, claim.after_chunk, claim.through_chunk, version.version_key, claim.attempts)
+            written = _backfill_range(db, version, claim, encoder, storage, lease)
+            if written is None:
+                report.lost += 1
+                log.warning("worker %s lost chunks (%d, %d] of %s to a takeover (its lease of %gs ran out); "
+                            "nothing was written", worker, claim.after_chunk, claim.through_chunk, version.version_key, lease)
+                continue
+            report.chunks += written.chunks
+            report.encoded_texts += written.encoded
+            report.reused_vectors += written.chunks - written.encoded
+            report.batches += 1
+            # The shared line: every worker's chunks against what was pending when this one started, so
+            # the rate and ETA are the backfill's; this worker's own share is in the label.
+            progress.what = (f"embed {version.version_key} worker {worker} ({report.chunks} chunks here, "
+                             f"{report.chunks / max(progress.elapsed, 1e-9):.1f}/s); all workers")
+            progress.advance(max(0, written.chunks_done - done_before - progress.done))
     progress.finish()
     _finish_backfill(db, version)
     report.seconds = progress.elapsed

@@ -139,6 +139,9 @@ CREATE TABLE IF NOT EXISTS semindex.embedding_claims (
     after_chunk     bigint NOT NULL,
     through_chunk   bigint NOT NULL CHECK (through_chunk > after_chunk),
     worker          text NOT NULL,
+    -- the holder's liveness: a session advisory lock (semindex.backfill_claims) its connection holds
+    -- while it lives; a range whose holder's lock is gone is taken over at once, lease or not.
+    holder_lock     integer NOT NULL DEFAULT 0,
     lease_token     uuid NOT NULL,
     leased_until    timestamptz NOT NULL,
     attempts        integer NOT NULL DEFAULT 1,
@@ -155,6 +158,17 @@ CREATE TABLE IF NOT EXISTS semindex.embedding_text_claims (
     PRIMARY KEY (version_id, content_sha256),
     FOREIGN KEY (version_id, after_chunk) REFERENCES semindex.embedding_claims (version_id, after_chunk) ON DELETE CASCADE
 );
+-- Claims tables created before holder_lock existed get it (their ranges then wait for their leases).
+-- Only when missing: ALTER TABLE locks the table even when it changes nothing, and bootstrap runs at
+-- every process start, while other workers write claims.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = 'semindex' AND table_name = 'embedding_claims' AND column_name = 'holder_lock') THEN
+        ALTER TABLE semindex.embedding_claims ADD COLUMN holder_lock integer NOT NULL DEFAULT 0;
+    END IF;
+END
+$$;
 CREATE INDEX IF NOT EXISTS embedding_text_claims_owner ON semindex.embedding_text_claims (version_id, after_chunk);
 
 CREATE TABLE IF NOT EXISTS semindex.retained_size_projection (

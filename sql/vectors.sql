@@ -81,18 +81,28 @@ SELECT watermark FROM semindex.embedding_backfill WHERE version_id = %s FOR UPDA
 SELECT greatest(%(watermark)s::bigint, max(through_chunk)) AS planned_through
 FROM semindex.embedding_claims WHERE version_id = %(version_id)s;
 
+-- name: hold_liveness
+-- A worker's session holds this lock while it lives: when its process dies, its connection closes and
+-- the lock is gone at once, so its ranges need not wait for their leases.
+SELECT pg_try_advisory_lock(%(namespace)s::int4, %(holder_lock)s::int4);
+
 -- name: take_over_expired
--- A range whose worker stopped renewing its lease (killed, stuck, gone): the lowest one, skipping any
--- another worker is taking over right now.
-WITH expired AS (
-    SELECT version_id, after_chunk FROM semindex.embedding_claims
-    WHERE version_id = %(version_id)s AND NOT done AND leased_until < clock_timestamp()
-    ORDER BY after_chunk
+-- A range whose worker is gone (its liveness lock is free) or stopped renewing its lease (stuck, cut
+-- off): the lowest one, skipping any another worker is taking over right now.
+WITH live AS (
+    SELECT l.objid::bigint AS holder_lock FROM pg_locks AS l
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = %(namespace)s::bigint::oid
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+), expired AS (
+    SELECT c.version_id, c.after_chunk FROM semindex.embedding_claims AS c
+    WHERE c.version_id = %(version_id)s AND NOT c.done
+      AND (c.leased_until < clock_timestamp() OR c.holder_lock NOT IN (SELECT holder_lock FROM live))
+    ORDER BY c.after_chunk
     LIMIT 1
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF c SKIP LOCKED
 )
 UPDATE semindex.embedding_claims AS c
-SET worker = %(worker)s, lease_token = %(token)s, attempts = c.attempts + 1,
+SET worker = %(worker)s, holder_lock = %(holder_lock)s, lease_token = %(token)s, attempts = c.attempts + 1,
     leased_until = clock_timestamp() + make_interval(secs => %(lease_seconds)s)
 FROM expired
 WHERE c.version_id = expired.version_id AND c.after_chunk = expired.after_chunk
@@ -104,8 +114,8 @@ SELECT max(chunk_id) AS through_chunk, count(*) AS chunk_count FROM (
 ) AS next;
 
 -- name: insert_claim
-INSERT INTO semindex.embedding_claims (version_id, after_chunk, through_chunk, worker, lease_token, leased_until)
-VALUES (%(version_id)s, %(after)s, %(through)s, %(worker)s, %(token)s,
+INSERT INTO semindex.embedding_claims (version_id, after_chunk, through_chunk, worker, holder_lock, lease_token, leased_until)
+VALUES (%(version_id)s, %(after)s, %(through)s, %(worker)s, %(holder_lock)s, %(token)s,
         clock_timestamp() + make_interval(secs => %(lease_seconds)s));
 
 -- name: own_texts

@@ -1,7 +1,8 @@
 """Parallel backfill workers on a real PostgreSQL: worker processes SIGKILLed at random end in exactly
 the state of one uninterrupted worker, every text encoded once as far as the database knows (and no
-text twice by workers that were never killed), and a range held by a killed worker is taken over only
-once its lease has run out."""
+text twice by workers that were never killed); a range held by a killed worker is taken over at once
+(its session's liveness lock went with it), and one held by a stopped worker (alive, connected, not
+renewing) only once its lease has run out, and the stopped worker, woken, writes nothing of it."""
 
 from __future__ import annotations
 
@@ -94,12 +95,13 @@ def _final_state(db: Database, version: EmbeddingVersion) -> FinalState:
                       state, claims_left)
 
 
-def _spawn(database_url: str, batch_size: int, *, sleep: float, encode_log: Path | None = None) -> subprocess.Popen:
+def _spawn(database_url: str, batch_size: int, *, sleep: float, encode_log: Path | None = None,
+           lease: float = LEASE_SECONDS) -> subprocess.Popen:
     command = [sys.executable, "-m", "tests.backfill_worker", database_url, "tiny", str(batch_size),
                "--sleep", str(sleep), "--report"]
     if encode_log is not None:
         command += ["--encode-log", str(encode_log)]
-    return subprocess.Popen(command, cwd=os.getcwd(), env={**os.environ, LEASE_ENV: str(LEASE_SECONDS)},
+    return subprocess.Popen(command, cwd=os.getcwd(), env={**os.environ, LEASE_ENV: str(lease)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -178,43 +180,86 @@ def test_three_workers_killed_at_random_end_in_the_single_worker_state(db, datab
           f"{sum(r['taken_over'] for r in reports)} ranges taken over by the last workers")
 
 
-def test_a_range_held_by_a_killed_worker_is_taken_over_after_its_lease(db, database_url, tmp_path):
-    version = _load(db, write_jsonl(tmp_path / "corpus.jsonl", sample_records(per_stream=3)))
-    stalled = _spawn(database_url, 16, sleep=60)
-    taker = None
-    try:
-        deadline = time.monotonic() + 60
-        held = []
-        while not held and time.monotonic() < deadline:
-            held = [claim for claim in _claims(db) if claim[1].endswith(f":{stalled.pid}")]
-            time.sleep(0.02)
-        assert held, "the stalled worker never claimed a range"
-        after_chunk, _, leased_until, attempts, _ = held[0]
-        assert attempts == 1
-        os.kill(stalled.pid, signal.SIGKILL)
-        stalled.wait(timeout=10)
+def _wait_for_claim(db: Database, worker: subprocess.Popen, deadline: float) -> tuple:
+    held = []
+    while not held and time.monotonic() < deadline:
+        held = [claim for claim in _claims(db) if claim[1].endswith(f":{worker.pid}")]
+        time.sleep(0.02)
+    assert held, "the worker never claimed a range"
+    return held[0]
 
-        taker = _spawn(database_url, 16, sleep=0.3)
-        taken_at = None
-        while taker.poll() is None and time.monotonic() < deadline:
-            for claim_after, worker, _, claim_attempts, now in _claims(db):
-                if claim_after == after_chunk and worker.endswith(f":{taker.pid}"):
-                    taken_at = now
-                    assert claim_attempts == 2
-            if taken_at is not None:
-                break
-            time.sleep(0.05)
-        assert taken_at is not None, "the range was never taken over"
-        assert taken_at >= leased_until, f"taken over at {taken_at}, before its lease ran out at {leased_until}"
-        assert taker.wait(timeout=max(1.0, deadline - time.monotonic())) == 0, taker.stderr.read()
-    finally:
-        for process in (stalled, taker):
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait()
-    report = json.loads(taker.stdout.read().strip().splitlines()[-1])
-    assert report["taken_over"] == 1 and report["lost"] == 0, report
+
+def _wait_for_takeover(db: Database, after_chunk: int, taker: subprocess.Popen, deadline: float):
+    """The database's clock when `taker` is first seen holding the range (attempt 2)."""
+    while taker.poll() is None and time.monotonic() < deadline:
+        for claim_after, worker, _, attempts, now in _claims(db):
+            if claim_after == after_chunk and worker.endswith(f":{taker.pid}"):
+                assert attempts == 2
+                return now
+        time.sleep(0.05)
+    raise AssertionError("the range was never taken over")
+
+
+def _assert_complete(db: Database, version: EmbeddingVersion) -> None:
     state = _final_state(db, version)
     assert state.chunk_count == len(state.rows) and state.duplicate_chunk_ids == 0
     assert state.watermark_at_max_chunk_id and state.state == "ready" and state.claims_left == 0
     assert state.encoded_texts == state.distinct_texts
+
+
+def _report(process: subprocess.Popen) -> dict:
+    return json.loads(process.stdout.read().strip().splitlines()[-1])
+
+
+def test_a_killed_workers_range_is_taken_over_at_once(db, database_url, tmp_path):
+    version = _load(db, write_jsonl(tmp_path / "corpus.jsonl", sample_records(per_stream=3)))
+    lease = 60.0  # far longer than the test: only the liveness lock can free the range
+    killed = _spawn(database_url, 16, sleep=60, lease=lease)
+    taker = None
+    try:
+        deadline = time.monotonic() + 60
+        after_chunk, _, leased_until, attempts, _ = _wait_for_claim(db, killed, deadline)
+        assert attempts == 1
+        os.kill(killed.pid, signal.SIGKILL)
+        killed.wait(timeout=10)
+        taker = _spawn(database_url, 16, sleep=0.3, lease=lease)
+        taken_at = _wait_for_takeover(db, after_chunk, taker, deadline)
+        assert taken_at < leased_until, "the killed worker's range waited for its lease"
+        assert taker.wait(timeout=max(1.0, deadline - time.monotonic())) == 0, taker.stderr.read()
+    finally:
+        for process in (killed, taker):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+    report = _report(taker)
+    assert report["taken_over"] == 1 and report["lost"] == 0, report
+    _assert_complete(db, version)
+
+
+def test_a_stopped_workers_range_is_taken_over_after_its_lease_and_it_writes_nothing_of_it(db, database_url, tmp_path):
+    version = _load(db, write_jsonl(tmp_path / "corpus.jsonl", sample_records(per_stream=3)))
+    stopped = _spawn(database_url, 16, sleep=4)
+    taker = None
+    try:
+        deadline = time.monotonic() + 60
+        after_chunk, _, leased_until, attempts, _ = _wait_for_claim(db, stopped, deadline)
+        # Stopped, not killed: its connection and liveness lock stay, and it renews nothing.
+        os.kill(stopped.pid, signal.SIGSTOP)
+        taker = _spawn(database_url, 16, sleep=0.3)
+        taken_at = _wait_for_takeover(db, after_chunk, taker, deadline)
+        assert taken_at >= leased_until, f"taken over at {taken_at}, before its lease ran out at {leased_until}"
+        os.kill(stopped.pid, signal.SIGCONT)
+        assert taker.wait(timeout=max(1.0, deadline - time.monotonic())) == 0, taker.stderr.read()
+        assert stopped.wait(timeout=max(1.0, deadline - time.monotonic())) == 0, stopped.stderr.read()
+    finally:
+        for process in (stopped, taker):
+            if process is not None and process.poll() is None:
+                os.kill(process.pid, signal.SIGCONT)
+                process.kill()
+                process.wait()
+    taker_report, stopped_report = _report(taker), _report(stopped)
+    # Woken, the stopped worker may claim another range, and lose that too: it still pauses 4 s per
+    # batch, twice its lease. The taker never loses one.
+    assert taker_report["taken_over"] >= 1 and taker_report["lost"] == 0, taker_report
+    assert stopped_report["lost"] >= 1, stopped_report
+    _assert_complete(db, version)
