@@ -296,7 +296,8 @@ def test_the_backfill_copies_every_payload_into_the_version_table_and_creates_on
     assert _stage_changes(injected, "chunks", "backfill") == {
         **NO_CHANGE,
         "relations_added": {("semindex", name, kind) for name, kind in
-                            ((table, "r"), (f"{table}_pkey", "i"), (f"{table}_scope", "i"), (f"{table}_content", "i"))},
+                            ((table, "r"), (f"{table}_pkey", "i"), (f"{table}_scope", "i"), (f"{table}_content", "i"),
+                             (f"{table}_field", "i"))},
         "tables_changed": semindex_tables("embedding_versions", "embedding_backfill", table),
     }
     with db.connection() as conn:
