@@ -4,13 +4,13 @@ called in-process through the library, in one run.
     python bench/http_latency.py [--seconds 60] [--workers 1 2] [--clients 1 8 32]
                                  [--routes lexical semantic hybrid] [--quick]
 
-Data: the database of bench/search_latency.py (semindex_bench_search, 1,000,000 chitchat chunks over
+Data: the database of bench/search_latency.py (semindex_bench_real, 1,000,000 rows of real text over
 24 sources; run that benchmark once first to build it). This one bootstraps it (idempotent: the
 token table), writes its lexical documents once when it has none (that build writes chunks only),
 creates an owner token (revoked at the end) and starts the real service as a subprocess on
 127.0.0.1 (`semindex serve --workers N`), waiting for /readyz. Queries are 30 real messages (the
 ones search_latency.py uses) with limit=10; a third go unscoped, half name one connection (sources
-of about 0.1%, 1% and 10% of the rows) and a sixth the `messages` stream.
+of about 0.1%, 1% and 10% of the rows) and a sixth the one stream.
 
 Per worker count, route and number of concurrent clients (an asyncio httpx client, each client looping
 over the query list for --seconds, keep-alive, after one untimed warm-up pass) it prints p50/p95/p99,
@@ -53,7 +53,7 @@ from semindex.search import Scope, Searcher, SearchRequest  # noqa: E402
 from semindex.search.ranking import RANKING_DEPTH  # noqa: E402
 from semindex.vectors.version import active_version  # noqa: E402
 
-DATABASE = "semindex_bench_search"
+DATABASE = "semindex_bench_real"  # bench/search_latency.py builds it
 BASE_TEXTS = 20_000  # search_latency.py's queries are the messages after its 20,000 base texts
 LIMIT = 10
 ROUTES = {"lexical": "/v1/search", "semantic": "/v1/search/semantic", "hybrid": "/v1/search/hybrid"}

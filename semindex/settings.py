@@ -8,6 +8,8 @@ parser that refuses a bad value by naming it.
   SEMINDEX_MAX_FIELD_BYTES     largest field ingest accepts (default 2 MiB; larger is quarantined)
   SEMINDEX_SEARCH_CONCURRENCY  per-source search queries at once, per process (default 8)
   SEMINDEX_BACKFILL_BACKOFF_SECONDS  first wait before a failed backfill is retried (default 60)
+  SEMINDEX_BACKFILL_LEASE_SECONDS    how long a backfill worker's claim on a range lasts without
+                               renewal before another worker may take it over (default 300, at least 1)
   SEMINDEX_MIGRATION_BATCH_SIZE      rows per blob-migration batch (default 50,000)
   SEMINDEX_MIGRATION_MAINTENANCE_WORK_MEM  memory for the blob index build (default 256MB)
   SEMINDEX_CURSOR_SECRET       key that signs the HTTP service's cursors (default: a random one per
