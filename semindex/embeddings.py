@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from semindex import backfill_claims as claims
+from semindex import row_counts
 from semindex.backfill_claims import Claim
 from semindex.database import Database
 from semindex.encoders import Encoder, EncoderSpec, load_encoder
@@ -275,5 +276,5 @@ def has_vector_table(db: Database, version: EmbeddingVersion) -> bool:
 
 
 def vector_count(db: Database, version: EmbeddingVersion) -> int:
-    with db.connection() as conn:
-        return conn.execute(statement("vectors", "count", vectors=version.vectors_table)).fetchone()[0]
+    """The version's vectors, from the counts its writes keep (semindex.row_counts): no table scan."""
+    return row_counts.vector_rows(db, version)

@@ -237,9 +237,6 @@ WHERE v.version_id = %(version_id)s AND v.state <> 'retired'
 COPY {vectors} (chunk_id, connector_instance_id, stream, record_key, field, content_sha256, embedding)
 FROM STDIN WITH (FORMAT BINARY);
 
--- name: count
-SELECT count(*) FROM {vectors};
-
 -- name: table_exists
 SELECT to_regclass(%s) IS NOT NULL;
 
