@@ -32,7 +32,8 @@ def postgres_resource() -> PostgresResource:
 class EncoderResource(dg.ConfigurableResource):
     """Text encoders for a run: each model is loaded once per run process, on first use."""
 
-    batch_size: int = 64
+    batch_size: Optional[int] = None
+    """Texts per encoder call; unset: the batch size the encoder's device wants (64 on the CPU, 256 on CUDA)."""
 
     def load(self, spec: EncoderSpec) -> Encoder:
         return load_encoder(spec, batch_size=self.batch_size)

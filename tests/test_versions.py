@@ -273,7 +273,7 @@ def test_the_versions_file_is_validated_with_errors_naming_the_bad_value(tmp_pat
             lifecycle.load_declarations(path)
         assert message in str(caught.value) and str(path) in str(caught.value), (text, str(caught.value))
     shipped = lifecycle.load_declarations(DEFAULT_VERSIONS_FILE)
-    assert {d.encoder.kind for d in shipped.values()} == {"sentence-transformers", "onnx"}
+    assert {d.encoder.kind for d in shipped.values()} == {"sentence-transformers", "onnx", "onnx-int8"}
     assert {d.dimensions for d in shipped.values()} == {384, 768}
 
 
