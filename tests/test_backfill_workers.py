@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from semindex import chunks, embeddings, lifecycle, raw_records
 from semindex.backfill_claims import LEASE_ENV
@@ -27,6 +26,7 @@ from semindex.chunking import ChunkingParameters
 from semindex.database import Database
 from semindex.vectors.version import EmbeddingVersion
 from tests.conftest import sample_records, scratch_database, write_jsonl
+from tests.stored_vectors import rows_and_vectors
 
 LEASE_SECONDS = 2
 KILLS = 4
@@ -71,13 +71,7 @@ class FinalState:
 def _final_state(db: Database, version: EmbeddingVersion) -> FinalState:
     table = version.vectors_table  # built from the integer version id only
     with db.connection() as conn:
-        rows, vectors = {}, {}
-        for semantic_key, instance, stream, record_key, field, sha, embedding in conn.execute(
-            f"SELECT c.semantic_key, v.connector_instance_id, v.stream, v.record_key, v.field, v.content_sha256, "
-            f"v.embedding FROM {table} v JOIN semindex.chunks c USING (chunk_id)"
-        ):
-            rows[bytes(semantic_key)] = (instance, stream, record_key, field, bytes(sha))
-            vectors[bytes(semantic_key)] = np.asarray(embedding.to_numpy())
+        rows, vectors = rows_and_vectors(conn, version)
         duplicates = conn.execute(f"SELECT count(*) - count(DISTINCT chunk_id) FROM {table}").fetchone()[0]
         watermark, encoded, reused = conn.execute(
             "SELECT watermark, encoded_texts, reused_vectors FROM semindex.embedding_backfill WHERE version_id = %s",

@@ -25,14 +25,13 @@ import numpy as np
 import psycopg
 import pytest
 
-from semindex import chunks, embeddings, indexes, raw_records
+from semindex import chunks, embeddings, indexes, lifecycle, raw_records
 from semindex.chunking import ChunkingParameters
 from semindex.database import EMBEDDED_DATA_DIR, Database, embedded_database_url
-from semindex import lifecycle
-from semindex.vectors.version import get_version
-from semindex.vectors.version import EmbeddingVersion
+from semindex.vectors.version import EmbeddingVersion, get_version
 from tests.conftest import sample_records, write_jsonl
 from tests.kill_worker import BATCH_SLEEP_ENV, HNSW_PARAMETERS, LINGER_ENV, read_markers
+from tests.stored_vectors import rows_and_vectors
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KILL_POINTS = 20
@@ -71,13 +70,7 @@ def _mask_version(text: str) -> str:
 def version_state(db: Database, version: EmbeddingVersion) -> VersionState:
     table = version.vectors_table  # built from the integer version id only
     with db.connection() as conn:
-        rows, vectors = {}, {}
-        for semantic_key, instance, stream, record_key, field, sha, embedding in conn.execute(
-            f"SELECT c.semantic_key, v.connector_instance_id, v.stream, v.record_key, v.field, v.content_sha256, "
-            f"v.embedding FROM {table} v JOIN semindex.chunks c USING (chunk_id)"
-        ):
-            rows[bytes(semantic_key)] = (instance, stream, record_key, field, bytes(sha))
-            vectors[bytes(semantic_key)] = np.asarray(embedding.to_numpy(), dtype=np.float64)
+        rows, vectors = rows_and_vectors(conn, version)
         vector_rows, duplicates = conn.execute(
             f"SELECT count(*), count(*) - count(DISTINCT chunk_id) FROM {table}"
         ).fetchone()
