@@ -91,7 +91,7 @@ def vector_indexes_valid(context: dg.AssetCheckExecutionContext, postgres: Postg
 def hnsw_recall(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
     db = postgres.database()
     version = get_version(db, context.partition_key)
-    threshold = version.thresholds.get("hnsw_recall", evaluation.DEFAULT_HNSW_RECALL)
+    threshold = version.thresholds.get("hnsw_recall", quality.DEFAULT_HNSW_RECALL)
     return _result(quality.hnsw_recall_check(db, version, threshold=threshold))
 
 

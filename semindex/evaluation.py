@@ -1,6 +1,7 @@
 """Evaluation gates.
 
-- hnsw_recall: the version's HNSW index against an exact scan, over stored vectors as queries.
+- hnsw_recall (semindex.quality): the version's HNSW index against an exact scan, over stored
+  vectors as queries; measured again only when the index or a share of its vectors changed.
 - evaluate_version: the verdict promotion depends on. Judged query sets (semindex.judged_sets) run
   through the real search path against the version, scored by nDCG@10, recall@10, precision@10 and
   MRR against the version's own thresholds; a shadow comparison with the serving version on a
@@ -17,17 +18,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 from semindex import relevance_metrics
 from semindex.database import Database
-from semindex.embeddings import vector_count
 from semindex.encoders import load_encoder
 from semindex.judged_sets import JudgedSet, load_judged_sets
 from semindex.lifecycle import JUDGED_THRESHOLDS, StoredEvaluation, record_evaluation
-from semindex.quality import Verdict, check_parity, hnsw_recall_check, sample_percent
-from semindex.relevance_metrics import distance_recall
+from semindex.quality import (
+    DEFAULT_HNSW_RECALL,
+    check_parity,
+    hnsw_recall_check,
+)
 from semindex.search import Searcher, SearchRequest, searcher_for
-from semindex.sql_files import statement
 from semindex.shadow_traffic import live_traffic
+from semindex.sql_files import statement
 from semindex.stage_report import Markdown, StageReport
-from semindex.vectors.storage import storage_for
 from semindex.vectors.version import EmbeddingVersion, active_version, get_version
 
 log = logging.getLogger(__name__)
@@ -35,74 +37,9 @@ log = logging.getLogger(__name__)
 MODES = ("semantic", "lexical", "hybrid")
 DEFAULT_MAX_REGRESSION = 0.02
 DEFAULT_SHADOW_QUERIES = 50
-DEFAULT_HNSW_RECALL = 0.95
 # Records ranked per query: the metrics read 10; the shadow comparison's RBO reads deeper.
 RANKING_DEPTH = 20
 QUERIES_AT_ONCE = 4
-
-def hnsw_recall(
-    db: Database,
-    version: EmbeddingVersion,
-    *,
-    queries: int = 200,
-    k: int = 10,
-    ef_search: int = 100,
-    threshold: float = 0.95,
-) -> Verdict:
-    """Mean recall@k of the version's HNSW index against an exact scan, over stored vectors as queries.
-
-    In JSONB mode (no pgvector) there is no index: search is exact by construction, and the verdict
-    says so instead of measuring brute force against itself.
-    """
-    storage = storage_for(db)
-    if not storage.ann_indexes:
-        vectors = vector_count(db, version)
-        diagnostics = {"mode": storage.mode, "recall": "not applicable", "search": "exact brute force",
-                       "vectors": vectors, "threshold": threshold}
-        if not vectors:
-            return Verdict(False, f"version {version.version_key!r} has no vectors to query", diagnostics, {"queries": 0})
-        return Verdict(
-            True,
-            f"no HNSW index in JSONB mode: semantic search over {vectors} vectors is an exact brute force, "
-            "so index recall is not applicable",
-            diagnostics,
-            {"queries": 0, "vectors": vectors},
-        )
-    percent = sample_percent(db, version.vectors_table, queries)
-    top_k = statement("quality", "ann_top_k", vectors=version.vectors_table, operator=version.metric.sql_operator)
-    with db.connection() as conn:
-        sample = [row[0] for row in conn.execute(
-            statement("quality", "query_sample", vectors=version.vectors_table), (percent, queries)
-        )]
-    recalls = []
-    for query in sample:
-        # Each side in a transaction of its own: the exact side's SET LOCAL must not leak into the
-        # approximate side (inside one transaction it would survive a savepoint's release).
-        with db.connection() as conn:
-            conn.execute(statement("quality", "set_ef_search"), (str(ef_search),))
-            approximate = [row[1] for row in conn.execute(top_k, (query, query, k))]
-        with db.connection() as conn:
-            conn.execute(statement("quality", "exact_scan"))
-            exact = [row[1] for row in conn.execute(top_k, (query, query, k))]
-        if exact:
-            recalls.append(distance_recall(approximate, exact, k))
-    if not recalls:
-        return Verdict(False, f"version {version.version_key!r} has no vectors to query", {"queries": 0}, {"queries": 0})
-    recall = sum(recalls) / len(recalls)
-    diagnostics = {
-        "queries": len(recalls),
-        "k": k,
-        "ef_search": ef_search,
-        "recall": round(recall, 4),
-        "worst_query_recall": round(min(recalls), 4),
-        "threshold": threshold,
-    }
-    passed = recall >= threshold
-    metrics = {f"recall@{k}": round(recall, 4), "worst_query_recall": round(min(recalls), 4), "queries": len(recalls),
-               "threshold": float(threshold)}
-    return Verdict(passed, f"recall@{k} {recall:.4f} {'>=' if passed else '<'} {threshold} over {len(recalls)} queries",
-                   diagnostics, metrics)
-
 
 def judged_rankings(db: Database, version: EmbeddingVersion, judged_set: JudgedSet, *,
                     searcher: Searcher | None = None, lexical: dict | None = None) -> dict[str, dict]:

@@ -23,6 +23,7 @@ from psycopg.rows import class_row
 from semindex import row_counts
 from semindex.database import Database
 from semindex.indexes import index_validity, is_ann_index_name
+from semindex.relevance_metrics import distance_recall
 from semindex.sql_files import statement
 from semindex.vectors.storage import as_array, storage_for
 from semindex.vectors.version import EmbeddingVersion
@@ -307,6 +308,7 @@ def check_index_validity(db: Database, index_names: list[str]) -> Verdict:
 # A recall measurement is reused while the index is the one it measured, the threshold the same, and
 # the rows written to the vectors since are at most this share of them (1,000 changed rows in a
 # million move a graph's recall by nothing a 200-query sample can see), for at most this long.
+DEFAULT_HNSW_RECALL = 0.95
 REMEASURE_RECALL_AFTER_SHARE = 0.01
 REMEASURE_RECALL_EVERY = dt.timedelta(days=7)
 
@@ -345,17 +347,79 @@ def _stored_recall_state(text: str) -> RecallState | None:
         return None
 
 
+def hnsw_recall(
+    db: Database,
+    version: EmbeddingVersion,
+    *,
+    queries: int = 200,
+    k: int = 10,
+    ef_search: int = 100,
+    threshold: float = 0.95,
+) -> Verdict:
+    """Mean recall@k of the version's HNSW index against an exact scan, over stored vectors as queries.
+
+    In JSONB mode (no pgvector) there is no index: search is exact by construction, and the verdict
+    says so instead of measuring brute force against itself.
+    """
+    storage = storage_for(db)
+    if not storage.ann_indexes:
+        vectors = row_counts.vector_rows(db, version)
+        diagnostics = {"mode": storage.mode, "recall": "not applicable", "search": "exact brute force",
+                       "vectors": vectors, "threshold": threshold}
+        if not vectors:
+            return Verdict(False, f"version {version.version_key!r} has no vectors to query", diagnostics, {"queries": 0})
+        return Verdict(
+            True,
+            f"no HNSW index in JSONB mode: semantic search over {vectors} vectors is an exact brute force, "
+            "so index recall is not applicable",
+            diagnostics,
+            {"queries": 0, "vectors": vectors},
+        )
+    percent = sample_percent(db, version.vectors_table, queries)
+    top_k = statement("quality", "ann_top_k", vectors=version.vectors_table, operator=version.metric.sql_operator)
+    with db.connection() as conn:
+        sample = [row[0] for row in conn.execute(
+            statement("quality", "query_sample", vectors=version.vectors_table), (percent, queries)
+        )]
+    recalls = []
+    for query in sample:
+        # Each side in a transaction of its own: the exact side's SET LOCAL must not leak into the
+        # approximate side (inside one transaction it would survive a savepoint's release).
+        with db.connection() as conn:
+            conn.execute(statement("quality", "set_ef_search"), (str(ef_search),))
+            approximate = [row[1] for row in conn.execute(top_k, (query, query, k))]
+        with db.connection() as conn:
+            conn.execute(statement("quality", "exact_scan"))
+            exact = [row[1] for row in conn.execute(top_k, (query, query, k))]
+        if exact:
+            recalls.append(distance_recall(approximate, exact, k))
+    if not recalls:
+        return Verdict(False, f"version {version.version_key!r} has no vectors to query", {"queries": 0}, {"queries": 0})
+    recall = sum(recalls) / len(recalls)
+    diagnostics = {
+        "queries": len(recalls),
+        "k": k,
+        "ef_search": ef_search,
+        "recall": round(recall, 4),
+        "worst_query_recall": round(min(recalls), 4),
+        "threshold": threshold,
+    }
+    passed = recall >= threshold
+    metrics = {f"recall@{k}": round(recall, 4), "worst_query_recall": round(min(recalls), 4), "queries": len(recalls),
+               "threshold": float(threshold)}
+    return Verdict(passed, f"recall@{k} {recall:.4f} {'>=' if passed else '<'} {threshold} over {len(recalls)} queries",
+                   diagnostics, metrics)
+
+
 def hnsw_recall_check(db: Database, version: EmbeddingVersion, *, threshold: float) -> Verdict:
-    """The HNSW recall gate (semindex.evaluation.hnsw_recall: 200 exact scans, a cost that grows with
+    """The HNSW recall gate (hnsw_recall: 200 exact scans, a cost that grows with
     the table), measured again only when the index was rebuilt, the threshold changed, more than
     REMEASURE_RECALL_AFTER_SHARE of the vectors were written since the last measurement, or it is
     older than REMEASURE_RECALL_EVERY; otherwise that measurement's verdict, saying so."""
     from psycopg.types.json import Jsonb
 
-    from semindex import evaluation
-
     if not storage_for(db).ann_indexes:
-        return evaluation.hnsw_recall(db, version, threshold=threshold)
+        return hnsw_recall(db, version, threshold=threshold)
     state = _recall_state(db, version, threshold)
     key = {"version_id": version.version_id, "check": "hnsw_recall"}
     if state is not None:
@@ -371,7 +435,7 @@ def hnsw_recall_check(db: Database, version: EmbeddingVersion, *, threshold: flo
                                f"{written} vector rows written since, at most {REMEASURE_RECALL_AFTER_SHARE:.0%})",
                                {**verdict["diagnostics"], "reused_measurement": True, "rows_written_since": written},
                                verdict["metrics"])
-    verdict = evaluation.hnsw_recall(db, version, threshold=threshold)
+    verdict = hnsw_recall(db, version, threshold=threshold)
     # Kept only if nothing was written while measuring.
     if state is not None and _recall_state(db, version, threshold) == state:
         with db.connection() as conn:

@@ -5,10 +5,14 @@ import threading
 import psycopg
 import pytest
 
-from semindex import chunks, embeddings, indexes, raw_records, retained_size
+from semindex import chunks, embeddings, indexes, lifecycle, raw_records, retained_size
 from semindex.chunking import ChunkingParameters
-from semindex.partial_indexes import HotSourceBand, managed_partial_indexes, partial_index_name, sync_partial_indexes
-from semindex import lifecycle
+from semindex.partial_indexes import (
+    HotSourceBand,
+    managed_partial_indexes,
+    partial_index_name,
+    sync_partial_indexes,
+)
 from tests.conftest import sample_records, write_jsonl
 
 PARAMETERS = indexes.HnswParameters(m=8, ef_construction=32)
@@ -149,7 +153,7 @@ def test_the_partial_index_set_adds_and_drops_members_even_for_an_adversarial_co
 
 
 def test_the_recall_gate_fails_a_poor_index_and_passes_a_good_one(db, loaded):
-    from semindex.evaluation import hnsw_recall
+    from semindex.quality import hnsw_recall
 
     version = loaded
     indexes.build_hnsw(db, version, PARAMETERS)

@@ -14,8 +14,7 @@ from psycopg.types.json import Jsonb
 
 from semindex.ann_substrate.generations import generations, pending_changes, published
 from semindex.database import Database
-from semindex.evaluation import DEFAULT_HNSW_RECALL
-from semindex.quality import Verdict, sample_percent
+from semindex.quality import DEFAULT_HNSW_RECALL, Verdict, sample_percent
 from semindex.relevance_metrics import distance_recall
 from semindex.search.engine import NearestRequest, PlanKind, SemanticPlan
 from semindex.search.engines import PGVECTOR, ZVEC
