@@ -3,6 +3,11 @@
 -- Without pgvector (JSONB mode) the same table holds each vector as a JSON array of numbers, checked
 -- on write as vector(d) would be: an array of exactly d numbers.
 
+-- name: create_table_lock
+-- Held until the creating transaction ends: CREATE TABLE IF NOT EXISTS is not safe against itself (two
+-- backfill workers starting together both pass the check and one fails on pg_type's unique index).
+SELECT pg_advisory_xact_lock(hashtextextended('semindex.create_table:' || %s, 0));
+
 -- name: create_table
 CREATE TABLE IF NOT EXISTS {vectors} (
     chunk_id              bigint PRIMARY KEY REFERENCES semindex.chunks (chunk_id) ON DELETE CASCADE,

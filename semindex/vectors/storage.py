@@ -54,6 +54,7 @@ class VectorStorage:
         """The version's table (idempotent), with its scope, content and field indexes and backfill row;
         `capture` adds change capture in the same transaction (semindex.ann_substrate.capture)."""
         with db.connection() as conn:
+            conn.execute(statement("vectors", "create_table_lock"), (version.vectors_table,))
             conn.execute(statement(
                 "vectors",
                 self._create_table,
