@@ -148,6 +148,8 @@ def build_hnsw(db: Database, version: EmbeddingVersion, parameters: HnswParamete
         log.info("%s: no HNSW index in JSONB mode (no pgvector); semantic search ranks %s by brute force",
                  version.hnsw_index_name, version.vectors_table)
         return IndexBuild(version.hnsw_index_name, JSONB_SKIPPED, 0.0, False)
+    serving = serves_queries(db, version)
+    _retire_graph_over_rows(db, version, concurrently=serving)
 
     def create(concurrently: bool) -> sql.Composable:
         return statement(
@@ -165,9 +167,21 @@ def build_hnsw(db: Database, version: EmbeddingVersion, parameters: HnswParamete
         db,
         version.hnsw_index_name,
         create,
-        concurrently=serves_queries(db, version),
+        concurrently=serving,
         maintenance_work_mem=parameters.maintenance_work_mem,
     )
+
+
+def _retire_graph_over_rows(db: Database, version: EmbeddingVersion, *, concurrently: bool) -> None:
+    """Drop a version's HNSW index made before the graph held one element per distinct text (no
+    `WHERE represents_text`), once the table has the column: ensure_index then builds its successor.
+    Searches walk only the new graph, so until it is built they rank exactly (slower, never wrong)."""
+    with db.connection() as conn:
+        conn.execute(statement("vectors", "keep_text_representatives"), (version.vectors_table,))
+    definition = index_definition(db, version.hnsw_index_name)
+    if definition is not None and "represents_text" not in definition:
+        log.warning("%s is a graph over every row, not one element per distinct text; rebuilding it", version.hnsw_index_name)
+        drop_index(db, version.hnsw_index_name, concurrently=concurrently)
 
 
 def build_lexical_index(db: Database, maintenance_work_mem: str = "256MB") -> IndexBuild:

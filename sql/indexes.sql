@@ -46,8 +46,10 @@ RESET maintenance_work_mem;
 RESET max_parallel_maintenance_workers;
 
 -- name: create_hnsw
+-- One graph element per distinct text (sql/schema.sql: represent_texts says why).
 CREATE INDEX {concurrently} IF NOT EXISTS {index} ON {vectors}
-USING hnsw (embedding {opclass}) WITH (m = {m}, ef_construction = {ef_construction});
+USING hnsw (embedding {opclass}) WITH (m = {m}, ef_construction = {ef_construction})
+WHERE represents_text;
 
 -- name: create_partial_hnsw
 CREATE INDEX {concurrently} IF NOT EXISTS {index} ON {vectors}

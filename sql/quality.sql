@@ -100,7 +100,9 @@ SELECT set_config('enable_indexscan', 'off', true), set_config('enable_bitmapsca
 SELECT set_config('hnsw.ef_search', %s, true);
 
 -- name: ann_top_k
-SELECT chunk_id, embedding {operator} %s AS distance FROM {vectors} ORDER BY embedding {operator} %s LIMIT %s;
+-- The graph's recall: it holds one row per distinct text (represents_text), so both sides rank texts.
+SELECT chunk_id, embedding {operator} %s AS distance FROM {vectors} WHERE represents_text
+ORDER BY embedding {operator} %s LIMIT %s;
 
 -- name: index_identity
 -- An index's oid and file: a rebuild (REINDEX, a drop and create) changes one of them.

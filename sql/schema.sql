@@ -610,3 +610,54 @@ $$;
 SELECT semindex.count_relation('semindex.raw_records', 'records'),
        semindex.count_relation('semindex.chunks', 'chunks'),
        semindex.count_relation('semindex.lexical_documents', 'plain');
+-- A version's HNSW graph holds one element per distinct text: the row that represents its text
+-- (represents_text; the index's predicate). Thousands of rows of one short text ("ok", "lol") would
+-- otherwise be thousands of identical elements whose neighbour lists fill with one another: an
+-- island a greedy walk enters and cannot leave (measured at 1M rows: recall 0.0 for queries walked
+-- into "Hi\nYo" or "OH" at distance 0.8 while their neighbours lay at 0.5). A walk ranks texts; the
+-- search expands each to its rows through the content index.
+--
+-- Who keeps it: the backfill's insert marks the first row of each new text; a bulk COPY calls
+-- represent_texts; deleting a representing row hands the role to the first remaining row of its text
+-- (the trigger below). Rows are inserted and deleted, never updated in place (a changed chunk is a new
+-- chunk id), and chunk writers are serialized, so no two transactions hand over one text at once.
+
+-- Marks the first row of every text that has no representing row, set-based: after a bulk COPY, and
+-- once for a table made before the column existed. Returns the rows marked.
+CREATE OR REPLACE FUNCTION semindex.represent_texts(target regclass) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    marked bigint;
+BEGIN
+    EXECUTE format('UPDATE %1$s AS v SET represents_text = true WHERE v.chunk_id IN ('
+                   '  SELECT DISTINCT ON (u.content_sha256) u.chunk_id FROM %1$s AS u'
+                   '  WHERE NOT EXISTS (SELECT 1 FROM %1$s AS r WHERE r.content_sha256 = u.content_sha256 AND r.represents_text)'
+                   '  ORDER BY u.content_sha256, u.chunk_id)', target);
+    GET DIAGNOSTICS marked = ROW_COUNT;
+    RETURN marked;
+END
+$$;
+CREATE OR REPLACE FUNCTION semindex.hand_over_texts() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('UPDATE %1$s AS v SET represents_text = true WHERE v.chunk_id IN ('
+                   '  SELECT DISTINCT ON (o.content_sha256) r.chunk_id'
+                   '  FROM old_rows AS o JOIN %1$s AS r ON r.content_sha256 = o.content_sha256'
+                   '  WHERE o.represents_text'
+                   '    AND NOT EXISTS (SELECT 1 FROM %1$s AS k WHERE k.content_sha256 = o.content_sha256 AND k.represents_text)'
+                   '  ORDER BY o.content_sha256, r.chunk_id)', TG_RELID::regclass);
+    RETURN NULL;
+END
+$$;
+-- The column, its marks and the hand-over trigger on a version's table, unless they are there (a
+-- table made before this version of semindex: a one-time pass under a lock that keeps writers out).
+CREATE OR REPLACE FUNCTION semindex.keep_text_representatives(target regclass) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = target AND tgname = 'semindex_hand_over_texts') THEN
+        RETURN;
+    END IF;
+    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', target);
+    EXECUTE format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS represents_text boolean NOT NULL DEFAULT false', target);
+    PERFORM semindex.represent_texts(target);
+    EXECUTE format('CREATE OR REPLACE TRIGGER semindex_hand_over_texts AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION semindex.hand_over_texts()', target);
+END
+$$;

@@ -146,22 +146,41 @@ LIMIT %(limit)s;
 -- Every source planned "ann" in one walk of the version's graph: one walk at their combined
 -- selectivity fills the page sooner than one walk per source. The instance and stream lists come
 -- from in-scope sources, so every combination of them is in scope too.
-SELECT chunk_id AS key, record_key, field, embedding {operator} %(query)s AS distance, connector_instance_id, stream
-FROM {vectors}
-WHERE connector_instance_id = ANY(%(instances)s::text[]) AND stream = ANY(%(streams)s::text[])
-  AND (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
-  AND semindex.field_granted(stream, field, %(rule_streams)s::text[], %(rule_pairs)s::text[])
-  AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL AND cardinality(%(filter_fields)s::text[]) = 0
-       OR semindex.record_admitted(connector_instance_id, stream, record_key, %(since)s, %(until)s,
-                                   %(filter_fields)s::text[], %(filter_ops)s::text[], %(filter_values)s::text[]))
-ORDER BY embedding {operator} %(query)s
+-- The graph holds one row per distinct text (represents_text, see sql/schema.sql): the walk ranks
+-- texts, and each text's rows in scope are joined through the content index; an iterative scan goes
+-- on walking until the limit's rows pass the scope. Rows of one text share its distance.
+SELECT v.chunk_id AS key, v.record_key, v.field, v.embedding {operator} %(query)s AS distance,
+       v.connector_instance_id, v.stream
+FROM {vectors} AS t
+JOIN LATERAL (
+    SELECT v.chunk_id, v.record_key, v.field, v.embedding, v.connector_instance_id, v.stream
+    FROM {vectors} AS v
+    WHERE v.content_sha256 = t.content_sha256
+      AND v.connector_instance_id = ANY(%(instances)s::text[]) AND v.stream = ANY(%(streams)s::text[])
+      AND (cardinality(%(fields)s::text[]) = 0 OR v.field = ANY(%(fields)s::text[]))
+      AND semindex.field_granted(v.stream, v.field, %(rule_streams)s::text[], %(rule_pairs)s::text[])
+      AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL AND cardinality(%(filter_fields)s::text[]) = 0
+           OR semindex.record_admitted(v.connector_instance_id, v.stream, v.record_key, %(since)s, %(until)s,
+                                       %(filter_fields)s::text[], %(filter_ops)s::text[], %(filter_values)s::text[]))
+    LIMIT %(limit)s
+) AS v ON true
+WHERE t.represents_text
+ORDER BY t.embedding {operator} %(query)s
 LIMIT %(limit)s;
 
 -- name: semantic_global_ann
--- No scope at all: one walk of the version's graph instead of one per source.
-SELECT chunk_id AS key, record_key, field, embedding {operator} %(query)s AS distance, connector_instance_id, stream
-FROM {vectors}
-ORDER BY embedding {operator} %(query)s
+-- No scope at all: one walk of the version's graph of distinct texts, each expanded to its rows.
+SELECT v.chunk_id AS key, v.record_key, v.field, v.embedding {operator} %(query)s AS distance,
+       v.connector_instance_id, v.stream
+FROM {vectors} AS t
+JOIN LATERAL (
+    SELECT v.chunk_id, v.record_key, v.field, v.embedding, v.connector_instance_id, v.stream
+    FROM {vectors} AS v
+    WHERE v.content_sha256 = t.content_sha256
+    LIMIT %(limit)s
+) AS v ON true
+WHERE t.represents_text
+ORDER BY t.embedding {operator} %(query)s
 LIMIT %(limit)s;
 
 -- name: scan_source

@@ -16,13 +16,16 @@ CREATE TABLE IF NOT EXISTS {vectors} (
     record_key            text NOT NULL,
     field                 text NOT NULL,
     content_sha256        bytea NOT NULL,
-    embedding             vector({dimensions}) NOT NULL
+    embedding             vector({dimensions}) NOT NULL,
+    -- This row stands for its text in the version's graph (sql/schema.sql: represent_texts).
+    represents_text       boolean NOT NULL DEFAULT false
 );
 CREATE INDEX IF NOT EXISTS {scope_index} ON {vectors} (connector_instance_id, stream, record_key);
 CREATE INDEX IF NOT EXISTS {content_index} ON {vectors} (content_sha256);
 -- A scope of fields alone, when the fields are a small share of the version, is one exact statement
 -- over these rows (semindex.search.planner): without the index it would read the whole table.
 CREATE INDEX IF NOT EXISTS {field_index} ON {vectors} (field, connector_instance_id, stream);
+SELECT semindex.keep_text_representatives({vectors_name}::regclass);
 INSERT INTO semindex.embedding_backfill (version_id) VALUES ({version_id}) ON CONFLICT DO NOTHING;
 
 -- name: create_table_jsonb
@@ -38,10 +41,12 @@ CREATE TABLE IF NOT EXISTS {vectors} (
         WHEN jsonb_typeof(embedding) = 'array'
         THEN jsonb_array_length(embedding) = {dimensions}
              AND NOT jsonb_path_exists(embedding, '$[*] ? (@.type() != "number")')
-        ELSE false END)
+        ELSE false END),
+    represents_text       boolean NOT NULL DEFAULT false
 );
 CREATE INDEX IF NOT EXISTS {scope_index} ON {vectors} (connector_instance_id, stream, record_key);
 CREATE INDEX IF NOT EXISTS {content_index} ON {vectors} (content_sha256);
+SELECT semindex.keep_text_representatives({vectors_name}::regclass);
 INSERT INTO semindex.embedding_backfill (version_id) VALUES ({version_id}) ON CONFLICT DO NOTHING;
 
 -- name: column_type
@@ -166,9 +171,13 @@ WHERE c.chunk_id > %(through)s AND c.chunk_id <= %(planned)s;
 -- name: insert_claimed
 -- Every target gets the vector of its text: freshly encoded (staged) or shared from a chunk with the
 -- same content hash that has one. A target whose text another live range owns is left to that range.
-INSERT INTO {vectors} (chunk_id, connector_instance_id, stream, record_key, field, content_sha256, embedding)
+-- The first target of a text no row represents yet represents it (sql/schema.sql: represent_texts).
+INSERT INTO {vectors} (chunk_id, connector_instance_id, stream, record_key, field, content_sha256, embedding,
+                       represents_text)
 SELECT c.chunk_id, c.connector_instance_id, c.stream, c.record_key, c.field, c.content_sha256,
-       coalesce(s.embedding, shared.embedding)
+       coalesce(s.embedding, shared.embedding),
+       row_number() OVER (PARTITION BY c.content_sha256 ORDER BY c.chunk_id) = 1
+       AND NOT EXISTS (SELECT 1 FROM {vectors} AS r WHERE r.content_sha256 = c.content_sha256 AND r.represents_text)
 FROM claim_targets AS c
 LEFT JOIN staged_vectors AS s ON s.content_sha256 = c.content_sha256
 LEFT JOIN LATERAL (
@@ -241,6 +250,14 @@ WHERE v.version_id = %(version_id)s AND v.state <> 'retired'
 -- Straight into a version's table: bulk loads of known vectors (benchmarks, tests).
 COPY {vectors} (chunk_id, connector_instance_id, stream, record_key, field, content_sha256, embedding)
 FROM STDIN WITH (FORMAT BINARY);
+
+-- name: keep_text_representatives
+-- A table made before represents_text existed gets it once (sql/schema.sql); a no-op after that.
+SELECT semindex.keep_text_representatives(%s::regclass);
+
+-- name: represent_texts
+-- After a bulk COPY: the first row of each new text represents it.
+SELECT semindex.represent_texts(%s::regclass);
 
 -- name: table_exists
 SELECT to_regclass(%s) IS NOT NULL;

@@ -42,7 +42,7 @@ def test_an_index_left_invalid_by_an_interrupted_build_is_rebuilt(db, database_u
                 try:
                     conn.execute(
                         f"CREATE INDEX CONCURRENTLY {version.hnsw_index_name} ON {version.vectors_table} "
-                        "USING hnsw (embedding vector_cosine_ops)"
+                        "USING hnsw (embedding vector_cosine_ops) WHERE represents_text"
                     )
                 except psycopg.errors.QueryCanceled as error:
                     failure["error"] = error

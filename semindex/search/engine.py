@@ -165,8 +165,12 @@ class SemanticEngine(Protocol):
 
 
 def best(candidates: list[Candidate], limit: int, *, per_record: bool = False) -> list[Candidate]:
-    """The first `limit` candidates in the total order; with `per_record`, each record's first only."""
+    """The first `limit` candidates in the total order, each row once; with `per_record`, each
+    record's first only. (Two graph elements of one text, written by racing transactions, expand to
+    the same rows.)"""
     ordered = sorted(candidates, key=lambda candidate: candidate.order)
+    keys: set = set()
+    ordered = [c for c in ordered if not (c.key in keys or keys.add(c.key))]
     if per_record:
         seen: set[tuple[str, str, str]] = set()
         ordered = [c for c in ordered if not (c.record in seen or seen.add(c.record))]

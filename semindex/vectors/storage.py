@@ -51,7 +51,8 @@ class VectorStorage:
 
     def create_table(self, db: Database, version: EmbeddingVersion,
                      capture: Callable[[psycopg.Connection], None] | None = None) -> None:
-        """The version's table (idempotent), with its scope, content and field indexes and backfill row;
+        """The version's table (idempotent), with its scope, content and field indexes, its backfill row
+        and the upkeep of one representing row per distinct text (migrating an older table once);
         `capture` adds change capture in the same transaction (semindex.ann_substrate.capture)."""
         with db.connection() as conn:
             conn.execute(statement("vectors", "create_table_lock"), (version.vectors_table,))
@@ -59,6 +60,7 @@ class VectorStorage:
                 "vectors",
                 self._create_table,
                 vectors=version.vectors_table,
+                vectors_name=sql.Literal(version.vectors_table),
                 scope_index=f"{version.table_name}_scope",
                 content_index=f"{version.table_name}_content",
                 field_index=f"{version.table_name}_field",
@@ -102,9 +104,12 @@ class VectorStorage:
 
     def copy_version_rows(self, conn: psycopg.Connection, version: EmbeddingVersion, rows: Iterable[tuple]) -> int:
         """COPY (chunk_id, connector_instance_id, stream, record_key, field, content_sha256, vector)
-        rows straight into the version's table (bulk loads of known vectors: benchmarks, tests)."""
-        return self.copy_rows(conn, statement("vectors", "copy_version_rows", vectors=version.vectors_table),
-                              VERSION_ROW_TYPES, rows)
+        rows straight into the version's table (bulk loads of known vectors: benchmarks, tests), then
+        mark a representing row for each new text (the graph's elements, sql/schema.sql)."""
+        count = self.copy_rows(conn, statement("vectors", "copy_version_rows", vectors=version.vectors_table),
+                               VERSION_ROW_TYPES, rows)
+        conn.execute(statement("vectors", "represent_texts"), (version.vectors_table,))
+        return count
 
     def _embedding_value(self, vector):
         if self.mode == VECTOR_MODE:
