@@ -8,6 +8,7 @@ import math
 import re
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import pytest
@@ -237,3 +238,30 @@ def test_a_database_chunked_before_lexical_documents_gets_them_once(notes_db):
     assert indexes.lexical_stage(notes_db).details["records_backfilled"] == 0  # done once
     hits = Searcher(notes_db).search(SearchRequest("cherry", mode="lexical", k=5, scope=Scope(streams=("pages",)))).hits
     assert [hit.record_key for hit in hits] == ["d"]
+
+
+def test_a_field_scope_whose_term_floods_the_window_reads_only_that_fields_documents(db, tmp_path):
+    # 6,000 bodies and 60 quotes say "the": far more matches than the window, so the ranking takes the
+    # first matches in index order. Through the field index it reads the quotes only.
+    corpus = [_record(f"r{i:05d}", body=f"the body number {i} of the sample") for i in range(6000)]
+    corpus += [_record(f"q{i:03d}", quote=f"the quote {i} that someone said") for i in range(60)]
+    _index(db, write_jsonl(tmp_path / "flood.jsonl", corpus))
+    with db.autocommit_connection() as conn:
+        conn.execute("ANALYZE semindex.lexical_documents")
+
+    def field_index_scans() -> int:
+        with db.connection() as conn:
+            conn.execute("SELECT pg_stat_force_next_flush()")
+            return conn.execute("SELECT idx_scan FROM pg_stat_user_indexes "
+                                "WHERE indexrelname = 'lexical_documents_field'").fetchone()[0]
+
+    before = field_index_scans()
+    result = Searcher(db).lexical.search(SearchRequest("the", mode="lexical", k=10, lexical_window=100,
+                                                       scope=Scope(fields=("quote",))))
+    assert result.meta.ranking == "truncated"
+    assert len(result.hits) == 10 and {hit.field for hit in result.hits} == {"quote"}
+    # The searching backend reports its index scans within a second or so of going idle.
+    deadline = time.monotonic() + 15
+    while field_index_scans() == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert field_index_scans() > before
