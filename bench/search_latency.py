@@ -17,8 +17,10 @@ rows (sources by size), a scope given only by fields (`quote`, `definition`) and
 1,000 record keys. Per cell and mode it prints p50/p95/p99 after an untimed warm-up pass (the query
 vector cached: planner + database), recall@10 of semantic hits against a numpy exact search (a hit
 counts when its distance is within 1e-6 of the exact 10th: `relevance_metrics.distance_recall`),
-the number of hits, and the naive query `WHERE scope ORDER BY embedding <=> q LIMIT 10` on the same
-index with default settings. `--cold` restarts the server and drops the OS page cache first and
+the number of hits, and the naive query `WHERE scope ORDER BY embedding <=> q LIMIT 10` with default
+settings on a copy of the rows whose HNSW holds every row, as a plain pgvector table has; the same
+walk with semindex's settings on that graph ("rows graph") is semindex before its graph held one
+element per distinct text, measured in the same run. `--cold` restarts the server and drops the OS page cache first and
 reports the first pass too. Writes bench/results/search_latency.json and .png (latency and recall
 against scope size per mode, naive pgvector beside them; matplotlib).
 """
@@ -49,6 +51,8 @@ from semindex.judged_sets import load_judged_sets  # noqa: E402
 from semindex.partial_indexes import HotSourceBand, sync_partial_indexes  # noqa: E402
 from semindex.relevance_metrics import distance_recall  # noqa: E402
 from semindex.search import Scope, Searcher, SearchRequest  # noqa: E402
+from semindex.search.planner import PlannerSettings  # noqa: E402
+from semindex.sql_files import statement  # noqa: E402
 from semindex.vectors.storage import storage_for  # noqa: E402
 from semindex.vectors.version import get_version  # noqa: E402
 
@@ -59,6 +63,7 @@ FIELD_OF_KIND = {"chitchat-message": "text", "chitchat-window2": "thread", "chit
                  "gcide": "definition", "wordnet": "definition", "fortunes": "quote"}
 HELD_APART = 200
 SEED = 14
+NAIVE_TABLE = "semindex.bench_naive"
 
 
 @dataclass(frozen=True)
@@ -152,12 +157,30 @@ def build(db: Database, corpus: RealCorpus, plan: Layout) -> None:
     log(f"  HNSW built in {hnsw.seconds:.0f}s with {hnsw.parallel_workers} parallel workers")
     report = sync_partial_indexes(db, version, HotSourceBand(), parameters)
     log(f"partial indexes: {[(m['connector_instance_id'], m['rows']) for m in report.members]}")
+    log("the naive pgvector table and its HNSW over every row")
+    naive_seconds = build_naive_table(db, version)
+    log(f"  naive HNSW built in {naive_seconds:.0f}s")
     with db.autocommit_connection() as conn:
         conn.execute("VACUUM ANALYZE")
     with db.connection() as conn:
         conn.execute("CREATE TABLE semindex.bench_complete (rows bigint, corpus text, hnsw_seconds float8, hnsw_workers int)")
         conn.execute("INSERT INTO semindex.bench_complete VALUES (%s, %s, %s, %s)",
                      (len(plan.text_of_row), str(len(corpus.texts)), hnsw.seconds, hnsw.parallel_workers))
+
+
+def build_naive_table(db: Database, version) -> float:
+    """What a plain pgvector deployment has, for the naive query and for the A/B of semindex's graph
+    of distinct texts: the same rows in a table of their own with an HNSW over every row (the shape
+    semindex's own graph had before), the same m and ef_construction. Its own table, so semindex's
+    statements cannot pick its index."""
+    started = time.perf_counter()
+    with db.autocommit_connection() as conn:
+        conn.execute(f"CREATE TABLE {NAIVE_TABLE} AS SELECT chunk_id, connector_instance_id, field, record_key, embedding "
+                     f"FROM {version.vectors_table}")
+        conn.execute("SET maintenance_work_mem = '6GB'")
+        conn.execute("SET max_parallel_maintenance_workers = 1")
+        conn.execute(f"CREATE INDEX ON {NAIVE_TABLE} USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)")
+    return time.perf_counter() - started
 
 
 @dataclass(frozen=True)
@@ -233,23 +256,27 @@ def compare_builds(db: Database, version) -> dict:
 
 
 def measure(searcher: Searcher, db: Database, version, cell: Cell, queries: list[str], vectors: dict[str, np.ndarray],
-            matrix: np.ndarray, term: str, *, warm: bool) -> dict:
+            matrix: np.ndarray, term: str, *, warm: bool, alternatives: dict[str, Searcher] | None = None) -> dict:
+    """One cell: every mode through `searcher`, and semantic again through each of `alternatives`
+    (other planner settings, measured in the same run), then the naive query and the rows graph."""
     in_scope = np.flatnonzero(cell.mask)
     scoped = matrix[in_scope]
     exact = {q: np.sort(1.0 - scoped @ vectors[q])[:10] for q in queries}
     time.sleep(0.5)  # BLAS threads spin after a large product and would steal the cores from the timed queries
     result: dict = {"scope_rows": cell.rows, "share": round(cell.rows / len(matrix), 5)}
-    for mode in ("semantic", "lexical", "hybrid"):
+    runs = [(mode, mode, searcher) for mode in ("semantic", "lexical", "hybrid")]
+    runs += [(f"semantic {label}", "semantic", alternative) for label, alternative in (alternatives or {}).items()]
+    for name, mode, runner in runs:
         requests = [SearchRequest(term if mode == "lexical" else q, mode=mode, k=10, scope=cell.scope) for q in queries]
         if mode == "lexical":
             requests = requests[:max(10, len(requests) // 4)]  # one query text: fewer repeats tell as much
         if warm:
             for request in requests:
-                searcher.search(request)
+                runner.search(request)
         latencies, recalls, hits, plans = [], [], [], set()
         for request, q in zip(requests, queries):
             t0 = time.perf_counter()
-            response = searcher.search(request)
+            response = runner.search(request)
             latencies.append(1000 * (time.perf_counter() - t0))
             hits.append(len(response.hits))
             plans |= set(response.meta.semantic_plans.values())
@@ -262,13 +289,16 @@ def measure(searcher: Searcher, db: Database, version, cell: Cell, queries: list
         if mode == "semantic":
             entry |= {"recall@10": round(statistics.mean(recalls), 4), "worst_recall": round(min(recalls), 2),
                       "plans": sorted(plans)}
-        result[mode] = entry
-    result["naive_pgvector"] = naive(db, version, cell, queries, vectors, matrix, exact)
+        result[name] = entry
+    result["naive_pgvector"] = naive(db, cell, queries, vectors, matrix, exact, semindex_walk=False)
+    result["rows_graph"] = naive(db, cell, queries, vectors, matrix, exact, semindex_walk=True)
     return result
 
 
-def naive(db: Database, version, cell: Cell, queries, vectors, matrix, exact) -> dict:
-    """The query a pgvector user writes first: the scope as a WHERE clause on the HNSW-indexed table."""
+def naive(db: Database, cell: Cell, queries, vectors, matrix, exact, *, semindex_walk: bool) -> dict:
+    """The query a pgvector user writes first: the scope as a WHERE clause on a table whose HNSW holds
+    every row. With `semindex_walk`, the same walk with semindex's settings (ef_search 200, strict
+    iterative scans): its graph before it held one element per distinct text, measured in this run."""
     scope = cell.scope
     where, params = "", {}
     if scope.connector_instance_ids:
@@ -277,9 +307,12 @@ def naive(db: Database, version, cell: Cell, queries, vectors, matrix, exact) ->
         where, params = "WHERE field = ANY(%(s)s)", {"s": list(scope.fields)}
     elif scope.record_keys:
         where, params = "WHERE record_key = ANY(%(s)s)", {"s": list(scope.record_keys)}
-    sql = f"SELECT record_key FROM {version.vectors_table} {where} ORDER BY embedding <=> %(q)s LIMIT 10"
+    sql = f"SELECT record_key FROM {NAIVE_TABLE} {where} ORDER BY embedding <=> %(q)s LIMIT 10"
     latencies, recalls, hits = [], [], []
     with db.connection() as conn:
+        if semindex_walk:
+            conn.execute(statement("search", "ann_settings"), ("200", "20000"))
+            conn.execute(statement("search", "iterative_scan"))
         for q in queries:
             t0 = time.perf_counter()
             keys = [row[0] for row in conn.execute(sql, {**params, "q": vectors[q]})]
@@ -311,6 +344,8 @@ def plot(results: dict, path: Path) -> None:
     left.legend(fontsize=8)
     right.plot(shares, [results["warm"][n]["semantic"]["recall@10"] for n in names], "o-", label="semindex semantic")
     right.plot(shares, [results["warm"][n]["naive_pgvector"]["recall@10"] for n in names], "x--", label="naive pgvector")
+    right.plot(shares, [results["warm"][n]["rows_graph"]["recall@10"] for n in names], "d:",
+               label="graph over every row, semindex's walk")
     right.axhline(0.95, color="grey", lw=0.6, ls=":")
     right.set(xscale="log", ylim=(0, 1.02), xlabel="scope, % of rows", ylabel="recall@10 (tie-aware)",
               title="semantic recall against exact")
@@ -322,12 +357,18 @@ def plot(results: dict, path: Path) -> None:
 def table(title: str, block: dict) -> None:
     print(f"\n{title}")
     print(f"{'cell':>15} {'rows':>9} | {'semantic p50/p95/p99 ms':>24} {'recall':>6} {'plans':<22} | "
-          f"{'lexical p50/p95':>15} | {'hybrid p50/p95':>15} | {'naive p50 ms, recall, hits':>26}")
+          f"{'lexical p50/p95':>15} | {'hybrid p50/p95':>15} | {'naive p50 ms, recall, hits':>26} | "
+          f"{'rows graph p50, recall':>22}")
     for name, cell in block.items():
-        s, lx, h, n = cell["semantic"], cell["lexical"], cell["hybrid"], cell["naive_pgvector"]
+        s, lx, h, n, r = cell["semantic"], cell["lexical"], cell["hybrid"], cell["naive_pgvector"], cell["rows_graph"]
         print(f"{name:>15} {cell['scope_rows']:>9,} | {s['p50_ms']:>7.1f} /{s['p95_ms']:>7.1f} /{s['p99_ms']:>7.1f} "
               f"{s['recall@10']:>6.3f} {','.join(s['plans'])[:22]:<22} | {lx['p50_ms']:>6.1f} /{lx['p95_ms']:>6.1f} | "
-              f"{h['p50_ms']:>6.1f} /{h['p95_ms']:>6.1f} | {n['p50_ms']:>7.1f}, {n['recall@10']:.3f}, {n['mean_hits']:>5.1f}")
+              f"{h['p50_ms']:>6.1f} /{h['p95_ms']:>6.1f} | {n['p50_ms']:>7.1f}, {n['recall@10']:.3f}, {n['mean_hits']:>5.1f} | "
+              f"{r['p50_ms']:>7.1f}, {r['recall@10']:.3f}")
+        for key in (key for key in cell if key.startswith("semantic ")):
+            a = cell[key]
+            print(f"{'':>15} {'':>9} | {a['p50_ms']:>7.1f} /{a['p95_ms']:>7.1f} /{a['p99_ms']:>7.1f} "
+                  f"{a['recall@10']:>6.3f} {key[len('semantic '):]:<22} | (same run, other planner setting)")
 
 
 def main() -> None:
@@ -340,6 +381,9 @@ def main() -> None:
                         help="measure with the server's shared_buffers at SIZE (ALTER SYSTEM and a restart); "
                              "given twice, both settings are measured in this run, the last one kept")
     parser.add_argument("--compare-builds", action="store_true", help="time the HNSW build serial and parallel on the table")
+    parser.add_argument("--candidate-window", metavar="N", type=int, action="append", default=[],
+                        help="also measure semantic search with the planner's candidate window (hnsw.ef_search) at N, "
+                             "in the same run as the default (repeatable)")
     parser.add_argument("--partial-corpus", action="store_true", help="use the encoded part of a corpus still building (trials)")
     parser.add_argument("--output", default=str(RESULTS / "search_latency"), help="path of the .json and .png, without suffix")
     args = parser.parse_args()
@@ -363,21 +407,30 @@ def main() -> None:
     queries = ([judged[i] for i in rng.choice(len(judged), half, replace=False)]
                + [corpus.texts[i] for i in rng.choice(plan.held_apart, args.queries - half, replace=False)])
     searcher = Searcher(db)
+    alternatives = {f"window={n}": Searcher(db, planner=PlannerSettings(candidate_window=n)) for n in args.candidate_window}
+    for alternative in alternatives.values():
+        for q in queries:
+            alternative.semantic.query_vector(version, q)
     # The searcher encodes each query once (its query-vector cache keeps it, so encode time stays out
     # of the timings); the exact reference uses the very same vectors.
     vectors = {q: searcher.semantic.query_vector(version, q) for q in queries}
     term = most_common_term(db)
     distinct = len(set(plan.text_of_row.tolist()))
-    log(f"{len(matrix):,} rows, {distinct:,} distinct texts; most common term {term!r}")
-    results: dict = {"rows": len(matrix), "distinct_texts": distinct, "corpus_texts": len(corpus.texts),
-                     "queries": len(queries), "term": term}
+    with db.connection() as conn:
+        elements = conn.execute(f"SELECT count(*) FROM {version.vectors_table} WHERE represents_text").fetchone()[0]
+    log(f"{len(matrix):,} rows, {distinct:,} distinct texts, {elements:,} graph elements; most common term {term!r}")
+    results: dict = {"rows": len(matrix), "distinct_texts": distinct, "graph_elements": elements,
+                     "corpus_texts": len(corpus.texts), "queries": len(queries), "term": term}
     all_cells = cells(plan, corpus)
 
     def reopen() -> tuple[Database, Searcher]:
+        nonlocal alternatives
         fresh, _ = bench_database(DATABASE, max_connections=12)
         warmed = Searcher(fresh)
-        for q in queries:
-            warmed.semantic.query_vector(version, q)
+        alternatives = {label: Searcher(fresh, planner=alternative.semantic.settings) for label, alternative in alternatives.items()}
+        for runner in (warmed, *alternatives.values()):
+            for q in queries:
+                runner.semantic.query_vector(version, q)
         return fresh, warmed
 
     settings_runs = args.shared_buffers or [None]
@@ -395,7 +448,8 @@ def main() -> None:
                 log(f"cold {cell.name}: {json.dumps(results['cold'][cell.name])}")
         block = {}
         for cell in all_cells:
-            block[cell.name] = measure(searcher, db, version, cell, queries, vectors, matrix, term, warm=True)
+            block[cell.name] = measure(searcher, db, version, cell, queries, vectors, matrix, term, warm=True,
+                                       alternatives=alternatives)
             log(f"warm {label} {cell.name}: {json.dumps(block[cell.name])}")
         results.setdefault("by_setting", {})[label] = block
         results["warm"], results["server"] = block, {"shared_buffers": current}
