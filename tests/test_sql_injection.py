@@ -299,7 +299,11 @@ def test_the_backfill_copies_every_payload_into_the_version_table_and_creates_on
                             ((table, "r"), (f"{table}_pkey", "i"), (f"{table}_scope", "i"), (f"{table}_content", "i"),
                              (f"{table}_field", "i"))},
         "tables_changed": semindex_tables("embedding_versions", "embedding_backfill", table),
+        "other": {"triggers"},
     }
+    # The one new trigger: the version table's hand-over of its texts' graph elements.
+    snapshots = injected["snapshots"]
+    assert snapshots["backfill"].triggers - snapshots["chunks"].triggers == {"semindex_hand_over_texts"}
     with db.connection() as conn:
         mismatched = conn.execute(sql.SQL(
             "SELECT count(*) FROM semindex.chunks c FULL JOIN {} v USING (chunk_id) "
@@ -502,8 +506,10 @@ def test_the_dagster_graph_survives_a_payload_corpus(db, database_url, tmp_path)
     verdicts = check_verdicts(result)
     assert {"embedding_parity", "vector_indexes_valid", "hnsw_recall"} <= set(verdicts) and all(verdicts.values()), verdicts
 
-    changes = before.changes(snapshot(db))
-    assert changes["relations_removed"] == set() and changes["other"] == set()
+    after = snapshot(db)
+    changes = before.changes(after)
+    assert changes["relations_removed"] == set() and changes["other"] <= {"triggers"}
+    assert after.triggers - before.triggers <= {"semindex_hand_over_texts"}  # the version table's own
     assert {schema for schema, _, _ in changes["relations_added"]} == {"semindex"}
     partial_names = {partial_index_name(version, p, p) for p in PAYLOADS}
     assert partial_names <= {name for _, name, _ in changes["relations_added"]}

@@ -112,6 +112,7 @@ def test_answers_over_repeated_texts_match_exact_ones(repeated_db):
     in_chat = np.array([row[0] == "chat-1" for row in rows])
     searcher = Searcher(db, planner=PLANNER)
     rng = np.random.default_rng(3)
+    recalls = []
     for row_no in rng.choice(len(rows), size=12, replace=False):
         query = matrix[row_no] + 0.3 * rng.normal(size=version.dimensions)
         distances = 1.0 - matrix @ (query / np.linalg.norm(query))
@@ -120,7 +121,10 @@ def test_answers_over_repeated_texts_match_exact_ones(repeated_db):
             assert len(result.hits) == 10
             assert set(result.plans.values()) <= {"global_ann", "ann"}, result.plans
             exact = np.sort(distances[keep])[:10]
-            assert distance_recall([hit.scores["distance"] for hit in result.hits], list(exact), 10) == 1.0
+            recalls.append(distance_recall([hit.scores["distance"] for hit in result.hits], list(exact), 10))
+    # A walk caught in an island of one repeated text scores 0 on its query; a graph walk may still
+    # miss a neighbour now and then.
+    assert min(recalls) >= 0.8 and sum(recalls) / len(recalls) >= 0.97, recalls
 
 
 def test_deleting_a_representing_row_hands_its_text_to_a_remaining_row(repeated_db):

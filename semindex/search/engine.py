@@ -169,8 +169,8 @@ def best(candidates: list[Candidate], limit: int, *, per_record: bool = False) -
     record's first only. (Two graph elements of one text, written by racing transactions, expand to
     the same rows.)"""
     ordered = sorted(candidates, key=lambda candidate: candidate.order)
-    keys: set = set()
-    ordered = [c for c in ordered if not (c.key in keys or keys.add(c.key))]
+    rows: set = set()  # a row is its record and its key (an adopted row's key is unique only within its record)
+    ordered = [c for c in ordered if not ((c.record, c.key) in rows or rows.add((c.record, c.key)))]
     if per_record:
         seen: set[tuple[str, str, str]] = set()
         ordered = [c for c in ordered if not (c.record in seen or seen.add(c.record))]
