@@ -113,7 +113,7 @@ def test_answers_over_repeated_texts_match_exact_ones(repeated_db):
     searcher = Searcher(db, planner=PLANNER)
     rng = np.random.default_rng(3)
     recalls = []
-    for row_no in rng.choice(len(rows), size=12, replace=False):
+    for row_no in rng.choice(len(rows), size=40, replace=False):
         query = matrix[row_no] + 0.3 * rng.normal(size=version.dimensions)
         distances = 1.0 - matrix @ (query / np.linalg.norm(query))
         for scope, keep in ((Scope(), np.ones(len(rows), bool)), (Scope(connector_instance_ids=("chat-1",)), in_chat)):
@@ -122,8 +122,8 @@ def test_answers_over_repeated_texts_match_exact_ones(repeated_db):
             assert set(result.plans.values()) <= {"global_ann", "ann"}, result.plans
             exact = np.sort(distances[keep])[:10]
             recalls.append(distance_recall([hit.scores["distance"] for hit in result.hits], list(exact), 10))
-    # A walk caught in an island of one repeated text scores 0 on its query; a graph walk may still
-    # miss a neighbour now and then.
+    # A walk caught in an island of one repeated text scores 0 on its query (a graph over every row
+    # did, on one of these 40: min 0.0, mean 0.955); a graph walk may still miss a neighbour now and then.
     assert min(recalls) >= 0.8 and sum(recalls) / len(recalls) >= 0.97, recalls
 
 
