@@ -407,7 +407,7 @@ def main() -> None:
     queries = ([judged[i] for i in rng.choice(len(judged), half, replace=False)]
                + [corpus.texts[i] for i in rng.choice(plan.held_apart, args.queries - half, replace=False)])
     searcher = Searcher(db)
-    alternatives = {f"window={n}": Searcher(db, planner=PlannerSettings(candidate_window=n)) for n in args.candidate_window}
+    alternatives = {f"window={n}": Searcher(db, planner=PlannerSettings(candidate_window=n, graph_window=n)) for n in args.candidate_window}
     for alternative in alternatives.values():
         for q in queries:
             alternative.semantic.query_vector(version, q)

@@ -87,7 +87,7 @@ M, EF_CONSTRUCTION = 16, 64
 SOURCES = (("s02", 0.02), ("s10", 0.10), ("s50", 0.50), ("s38", None))
 SCOPES = {"2%": "s02", "10%": "s10", "50%": "s50"}
 # Unfiltered ef sweeps, stopped once recall passes 0.995; pgvector's hnsw.ef_search ends at 1,000.
-# semindex's plans take the ef as PlannerSettings.candidate_window and walk with max(window, 25).
+# semindex's plans take the ef as PlannerSettings.candidate_window and graph_window and walk with max(window, 25).
 EFS = {
     "zvec": (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1000, 1536, 2048),
     "pgvector_sql": (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1000),
@@ -389,9 +389,9 @@ class Methods:
         if method.startswith("planner_"):
             planner = PlannerSettings()  # semindex's own planner, default settings
         elif scope is None:
-            planner = PlannerSettings(candidate_window=ef)
+            planner = PlannerSettings(candidate_window=ef, graph_window=ef)
         else:  # the plan itself at every scope, not the exact scan the planner prefers for small sources
-            planner = PlannerSettings(candidate_window=ef, exact_threshold=0, min_ann_share=0)
+            planner = PlannerSettings(candidate_window=ef, graph_window=ef, exact_threshold=0, min_ann_share=0)
         searcher = Searcher(self.db, planner=planner)
         request = SearchRequest("bench", mode="semantic", k=K, unit="chunks", version_key=self.versions[engine].version_key,
                                 scope=Scope() if scope is None else Scope(connector_instance_ids=(SCOPES[scope],)))
@@ -883,7 +883,7 @@ def targets(summary: dict) -> dict:
     plans = [ratios.get(f"zvec_plan_over_pgvector_plan@0.95/{c}c") for c in (1, 2)]
     from semindex.search import PlannerSettings
 
-    window = PlannerSettings().candidate_window  # what the zvec plan walks with unless configured
+    window = PlannerSettings().graph_window  # what the zvec plan walks with unless configured
     scopes = {}
     for scope, by_method in summary.get("scoped", {}).items():
         cells = by_method.get("zvec_plan", [])

@@ -189,7 +189,7 @@ def test_a_selective_filter_on_the_global_graph_never_returns_short(synthetic_db
     db, version, loaded, centers = synthetic_db
     # Force the filtered global-graph path onto the 1% source: the planner must widen, then go
     # exact, rather than return fewer than k.
-    searcher = Searcher(db, planner=PlannerSettings(exact_threshold=10, min_ann_share=0.0, candidate_window=40, max_ef_search=40))
+    searcher = Searcher(db, planner=PlannerSettings(exact_threshold=10, min_ann_share=0.0, candidate_window=40, graph_window=40, max_ef_search=40))
     query = clustered_vectors(np.random.default_rng(3), 1, version.dimensions, centers)[0]
     result = searcher.semantic.nearest_hits(version, query, Scope(connector_instance_ids=("small",)), 100)
     assert len(result.hits) == 100

@@ -49,7 +49,7 @@ def substrate_recall(db: Database, version: EmbeddingVersion, *, queries: int = 
                                     else (PlanKind.ANN, tuple(scoped), "scoped"))
         target = VersionTable(version, storage, Scope())
         # The candidate window search itself uses (the planner's), so the check measures the plan as it serves.
-        request = NearestRequest(target, SemanticPlan(kind, ZVEC, plan_sources), query, k, window=PlannerSettings().candidate_window)
+        request = NearestRequest(target, SemanticPlan(kind, ZVEC, plan_sources), query, k, window=PlannerSettings().window_for(kind))
         approximate = ZVEC.nearest(db, request, require_recall=False)
         exact = PGVECTOR.nearest(db, replace(request, plan=SemanticPlan(PlanKind.EXACT, PGVECTOR, plan_sources)))
         if exact:

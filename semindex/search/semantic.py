@@ -127,7 +127,7 @@ class SemanticSearch:
         def run(plans: list[SemanticPlan], limit: int) -> list[tuple[list[Candidate], str]]:
             return self.fanout.map(
                 lambda plan: nearest_never_short(self.db, NearestRequest(
-                    target, plan, vector, limit, self.settings.candidate_window, self.settings.max_ef_search,
+                    target, plan, vector, limit, self.settings.window_for(plan.kind), self.settings.max_ef_search,
                     per_record=per_record,
                 ), engines.exact),
                 plans,

@@ -119,7 +119,7 @@ def search_blob(
     plan = SemanticPlan(kind, PGVECTOR if kind is not PlanKind.EXACT else exact, ())
     if db.vector_mode is None:  # opened without bootstrap: learn the pgvector version once (iterative scans)
         db.probe_vector_mode()
-    request = NearestRequest(BlobTable(state, dimensions, params), plan, query, k, settings.candidate_window,
+    request = NearestRequest(BlobTable(state, dimensions, params), plan, query, k, settings.window_for(plan.kind),
                              settings.max_ef_search)
     found, _ = nearest_never_short(db, request, exact)
     return [(candidate.record_key, str(candidate.key), candidate.order[0]) for candidate in found]
