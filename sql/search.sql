@@ -227,7 +227,8 @@ SELECT set_config('max_parallel_workers_per_gather', '0', true),
 -- name: lexical_source_settings
 -- Rows lie clustered by source, so a sequential scan "until the window is full" may read every
 -- other source first. Without it the planner picks between the scope btree (a common term fills
--- the window within the source's first rows) and the scoped GIN (a rare term).
+-- the window within the source's first rows) and the scoped GIN (a rare term). A scope of fields
+-- too: the field btree, not a scan that read 304,123 other documents before the 200th quote at 1M rows.
 SELECT set_config('enable_seqscan', 'off', true);
 
 -- name: lexical_statistics

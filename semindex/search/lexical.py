@@ -259,7 +259,7 @@ class LexicalSearch:
             conn.execute(statement("search", "lexical_settings"))
             if plan.ranking == TRUNCATED:
                 conn.execute(statement("search", "lexical_truncated_settings"))
-            if plan.source is not None:
+            if plan.source is not None or base["fields"]:
                 conn.execute(statement("search", "lexical_source_settings"))
             return conn.cursor(row_factory=class_row(RankedDocument)).execute(statement("search", "lexical_rank"), params).fetchall()
 
