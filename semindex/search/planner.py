@@ -43,7 +43,6 @@ class PlannerSettings:
         if not 0 <= self.min_ann_share <= 1:
             raise InvalidInput(f"min_ann_share={self.min_ann_share} must be between 0 and 1")
 
-
     def window_for(self, kind: PlanKind) -> int:
         """The candidate window of a plan's walk: the version's graph, or a source's partial one."""
         return self.graph_window if kind in (PlanKind.GLOBAL, PlanKind.ANN) else self.candidate_window
