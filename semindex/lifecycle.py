@@ -477,6 +477,7 @@ def retire(db: Database, version_key: str) -> Retirement:
             )
         conn.execute(statement("versions", "drop_vectors", vectors=version.vectors_table))
         conn.execute(statement("versions", "forget_partial_indexes"), (locked.version_id,))
+        conn.execute(statement("versions", "forget_field_indexes"), (locked.version_id,))
         conn.execute(statement("versions", "forget_watermark"), (locked.version_id,))
         conn.execute(statement("versions", "retire"), (locked.version_id,))
         conn.execute(statement("versions", "record_event"), ("retire", locked.version_id, None, None))

@@ -56,6 +56,11 @@ CREATE INDEX {concurrently} IF NOT EXISTS {index} ON {vectors}
 USING hnsw (embedding {opclass}) WITH (m = {m}, ef_construction = {ef_construction})
 WHERE connector_instance_id = {connector_instance_id} AND stream = {stream};
 
+-- name: create_field_hnsw
+CREATE INDEX {concurrently} IF NOT EXISTS {index} ON {vectors}
+USING hnsw (embedding {opclass}) WITH (m = {m}, ef_construction = {ef_construction})
+WHERE field = {field};
+
 -- name: create_lexical_gin
 -- Every lexical query filters by connector instance and stream: one scope-shaped GIN (btree_gin)
 -- over the lexical documents answers the scope and the text match together.

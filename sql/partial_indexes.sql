@@ -28,3 +28,35 @@ DO UPDATE SET row_estimate = EXCLUDED.row_estimate, index_name = EXCLUDED.index_
 
 -- name: forget_member
 DELETE FROM semindex.partial_hnsw_indexes WHERE index_name = %s;
+
+-- The hot-field partial HNSW index set, per embedding version.
+
+-- name: field_band_members
+-- Fields in the band, from the planner's statistics of the version's table (its most common fields
+-- and their shares; ANALYZE keeps them): enough rows that the exact scan of a scattered field is
+-- slow, at most the band's share of the version (above it, a walk filtered by the field stays
+-- accurate), the largest first. Before the table is analyzed no field qualifies.
+WITH version_total AS (
+    SELECT coalesce(sum((embedded_counts ->> %(version_key)s)::bigint), 0) AS total
+    FROM semindex.retained_size_projection
+)
+SELECT f.field, round(f.share * version_total.total)::bigint AS rows
+FROM pg_stats AS s, version_total,
+     unnest(s.most_common_vals::text::text[], s.most_common_freqs) AS f(field, share)
+WHERE s.schemaname = %(schema)s AND s.tablename = %(table)s AND s.attname = 'field'
+  AND f.share * version_total.total >= %(min_rows)s AND f.share <= %(max_share)s
+ORDER BY rows DESC, f.field
+LIMIT %(max_fields)s;
+
+-- name: managed_fields
+SELECT field, index_name, row_estimate
+FROM semindex.field_hnsw_indexes WHERE version_id = %s;
+
+-- name: record_field_member
+INSERT INTO semindex.field_hnsw_indexes (version_id, field, index_name, row_estimate)
+VALUES (%s, %s, %s, %s)
+ON CONFLICT (version_id, field)
+DO UPDATE SET row_estimate = EXCLUDED.row_estimate, index_name = EXCLUDED.index_name;
+
+-- name: forget_field_member
+DELETE FROM semindex.field_hnsw_indexes WHERE index_name = %s;

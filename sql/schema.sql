@@ -195,6 +195,17 @@ CREATE TABLE IF NOT EXISTS semindex.partial_hnsw_indexes (
     PRIMARY KEY (version_id, connector_instance_id, stream)
 );
 
+-- The hot-field partial HNSW indexes currently managed, per version (semindex.partial_indexes): a
+-- scope of one such field walks the field's own graph.
+CREATE TABLE IF NOT EXISTS semindex.field_hnsw_indexes (
+    version_id   bigint NOT NULL REFERENCES semindex.embedding_versions (version_id) ON DELETE CASCADE,
+    field        text NOT NULL,
+    index_name   text NOT NULL UNIQUE,
+    row_estimate bigint NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (version_id, field)
+);
+
 -- Lexical search ranks documents: one per (record, field), the field's whole text as a tsvector
 -- (its first 256 KiB: tsvectors are capped at 1 MB), with its length in tokens. They are rewritten
 -- with the record's chunks, in the same transaction (semindex.chunks).

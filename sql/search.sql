@@ -24,8 +24,11 @@ ORDER BY p.connector_instance_id, p.stream;
 -- name: field_statistics
 -- How the version's rows spread over fields, from the planner's statistics of its table (ANALYZE and
 -- autovacuum keep them): the most common fields with their shares, and the number of distinct fields
--- (negative: a share of the rows). No row: the table has not been analyzed yet.
-SELECT most_common_vals::text::text[] AS fields, most_common_freqs AS shares, n_distinct
+-- (negative: a share of the rows). No row: the table has not been analyzed yet. With one field
+-- wanted, its hot partial graph (semindex.partial_indexes) when it has one.
+SELECT most_common_vals::text::text[] AS fields, most_common_freqs AS shares, n_distinct,
+       (SELECT h.index_name FROM semindex.field_hnsw_indexes AS h
+        WHERE h.version_id = %(version_id)s AND h.field = %(field)s::text) AS partial_index
 FROM pg_stats
 WHERE schemaname = %(schema)s AND tablename = %(table)s AND attname = 'field';
 
@@ -139,6 +142,20 @@ WHERE connector_instance_id = %(instance)s AND stream = %(stream)s
   AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL AND cardinality(%(filter_fields)s::text[]) = 0
        OR semindex.record_admitted(connector_instance_id, stream, record_key, %(since)s, %(until)s,
                                    %(filter_fields)s::text[], %(filter_ops)s::text[], %(filter_values)s::text[]))
+ORDER BY embedding {operator} %(query)s
+LIMIT %(limit)s;
+
+-- name: semantic_ann_field
+-- A scope of one hot field (and no sources): a walk of the field's partial graph, whose predicate
+-- the field's equality implies; the rest of the scope is applied in the database.
+SELECT chunk_id AS key, record_key, field, embedding {operator} %(query)s AS distance, connector_instance_id, stream
+FROM {vectors}
+WHERE field = %(field)s
+  AND semindex.field_granted(stream, field, %(rule_streams)s::text[], %(rule_pairs)s::text[])
+  AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL AND cardinality(%(filter_fields)s::text[]) = 0
+       OR semindex.record_admitted(connector_instance_id, stream, record_key, %(since)s, %(until)s,
+                                   %(filter_fields)s::text[], %(filter_ops)s::text[], %(filter_values)s::text[]))
+  AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]))
 ORDER BY embedding {operator} %(query)s
 LIMIT %(limit)s;
 

@@ -51,6 +51,9 @@ DROP TABLE IF EXISTS {vectors} CASCADE;
 -- name: forget_partial_indexes
 DELETE FROM semindex.partial_hnsw_indexes WHERE version_id = %s;
 
+-- name: forget_field_indexes
+DELETE FROM semindex.field_hnsw_indexes WHERE version_id = %s;
+
 -- name: forget_watermark
 DELETE FROM semindex.embedding_backfill WHERE version_id = %s;
 

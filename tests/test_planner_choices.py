@@ -9,9 +9,17 @@ import pytest
 from psycopg import sql
 
 from semindex import indexes, lifecycle
+from semindex.partial_indexes import (
+    HotFieldBand,
+    HotSourceBand,
+    field_index_name,
+    managed_partial_indexes,
+    sync_partial_indexes,
+)
 from semindex.relevance_metrics import distance_recall
 from semindex.search import Scope, Searcher
 from semindex.search.planner import PlannerSettings
+from semindex.search.sources import field_scope
 from semindex.sql_files import statement
 from tests.conftest import scratch_database
 from tests.synthetic_vectors import load_sources
@@ -19,6 +27,7 @@ from tests.synthetic_vectors import load_sources
 SIZES = {("a", "s"): 6_000, ("b", "s"): 3_000, ("c", "s"): 1_000}
 # exact_threshold 1,000: the 200 quote rows are "few", the 4,000 title rows are not.
 PLANNER = PlannerSettings(exact_threshold=1_000)
+PARAMETERS = indexes.HnswParameters(m=16, ef_construction=64)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +43,7 @@ def fielded_db(server_url):
                     sql.Identifier(*table.split("."))))
         with db.autocommit_connection() as conn:
             conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(*version.vectors_table.split("."))))
-        indexes.build_hnsw(db, version, indexes.HnswParameters(m=16, ef_construction=64))
+        indexes.build_hnsw(db, version, PARAMETERS)
         with db.connection() as conn:
             rows = conn.execute(sql.SQL("SELECT record_key, field, embedding FROM {}").format(
                 sql.Identifier(*version.vectors_table.split(".")))).fetchall()
@@ -94,11 +103,53 @@ def test_a_scope_of_record_keys_alone_is_one_exact_statement_through_the_key_ind
 
 
 def test_field_estimates_come_from_the_tables_statistics(fielded_db):
-    from semindex.search.sources import field_rows
-
     db, version, rows = fielded_db
     total = len(rows)
-    assert field_rows(db, version, ("quote",), total) == pytest.approx(total * 0.02, rel=0.3)
-    assert field_rows(db, version, ("title", "quote"), total) == pytest.approx(total * 0.42, rel=0.15)
+    assert field_scope(db, version, ("quote",), total).rows == pytest.approx(total * 0.02, rel=0.3)
+    assert field_scope(db, version, ("title", "quote"), total).rows == pytest.approx(total * 0.42, rel=0.15)
     # A field the statistics have never seen is estimated from what the common ones leave: none here.
-    assert field_rows(db, version, ("nonexistent",), total) <= total * 0.01
+    assert field_scope(db, version, ("nonexistent",), total).rows <= total * 0.01
+
+
+def test_a_scope_of_one_hot_field_walks_the_fields_own_graph(fielded_db):
+    """A hot field (in the field band) gets a partial graph; a scope of that field alone walks it
+    (EXPLAIN names it), returns k hits of the field at full recall, and goes back to the exact or
+    filtered plan once the field leaves the band."""
+    db, version, rows = fielded_db
+    searcher = Searcher(db, planner=PLANNER)
+    band = HotFieldBand(min_rows=100, max_share=0.5, max_fields=4)
+    report = sync_partial_indexes(db, version, HotSourceBand(max_sources=0), PARAMETERS, band)
+    try:
+        # quote 2% and title 40% are in the band; text (58%) is above its share.
+        assert {member["field"] for member in report.members} == {"quote", "title"}
+        quote_graph = field_index_name(version, "quote")
+        assert quote_graph in managed_partial_indexes(db, version)
+        assert field_scope(db, version, ("quote",), len(rows)).partial_index == quote_graph
+        assert field_scope(db, version, ("quote", "title"), len(rows)).partial_index is None
+        for name, offset in (("quote", 7), ("title", 11)):
+            recalls = []
+            for query_row in rows[offset::997][:8]:
+                query = query_row[2].to_numpy().astype(np.float64)
+                result = searcher.semantic.nearest_hits(version, query, Scope(fields=(name,)), 10)
+                assert result.plans == {"*": "partial"}
+                assert len(result.hits) == 10 and {hit.matched_fields[0] for hit in result.hits} == {name}
+                exact = _nearest(rows, query, lambda r, name=name: r[1] == name)
+                recalls.append(distance_recall([hit.distance for hit in result.hits], exact, 10))
+            assert np.mean(recalls) >= 0.95, (name, recalls)
+        walk = statement("search", "semantic_ann_field", vectors=version.vectors_table,
+                         operator=version.metric.sql_operator)
+        with db.connection() as conn:
+            conn.execute(statement("search", "ann_settings"), ("200", "20000"))
+            plan = "\n".join(row[0] for row in conn.execute(sql.SQL("EXPLAIN ") + walk, {
+                "query": query, **Scope(fields=("quote",)).sql_params(), "field": "quote", "limit": 25}))
+        assert quote_graph in plan, plan
+        # Two fields have no graph of their own: the statistics decide, as before.
+        result = searcher.semantic.nearest_hits(version, query, Scope(fields=("quote", "title")), 10)
+        assert set(result.plans.values()) == {"ann"}
+    finally:
+        dropped = sync_partial_indexes(db, version, HotSourceBand(max_sources=0), PARAMETERS,
+                                       HotFieldBand(max_fields=0))
+    assert sorted(dropped.dropped) == sorted(member["index"] for member in report.members)
+    assert managed_partial_indexes(db, version) == []
+    result = searcher.semantic.nearest_hits(version, query, Scope(fields=("quote",)), 10)
+    assert result.plans == {"*": "exact"}

@@ -39,7 +39,7 @@ class EngineSkipped(Exception):
 class PlanKind(StrEnum):
     EXACT = "exact"  # exact distance order over the scoped rows
     ANN = "ann"  # a walk of the target's graph with the scope as a filter (one source or a group)
-    PARTIAL = "partial"  # a walk of the source's own partial graph
+    PARTIAL = "partial"  # a walk of the source's own partial graph (no sources: the scope's one field's)
     GLOBAL = "global_ann"  # no scope at all: one unfiltered walk
 
 
@@ -54,6 +54,16 @@ class Source:
     @property
     def name(self) -> str:
         return f"{self.connector_instance_id}/{self.stream}"
+
+
+@dataclass(frozen=True)
+class FieldScope:
+    """A scope given by fields alone, as the planner sees it: about how many of the version's rows
+    are in the fields (from the table's statistics), and the hot field's partial HNSW index when the
+    scope is one field that has one."""
+
+    rows: int
+    partial_index: str | None
 
 
 @dataclass(frozen=True)

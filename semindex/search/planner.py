@@ -4,7 +4,7 @@ Per source (connector_instance_id, stream), from the retained-size projection's 
 
   exact    small or unknown sources (<= exact_threshold vectors), record keys given, or a source too
            small a share of the version for a filtered graph walk to stay accurate: an exact scan
-  partial  a source with a hot partial HNSW index: that index
+  partial  a source with a hot partial HNSW index (semindex.partial_indexes): that index
   ann      otherwise the version's graph, the scope applied as a filter; every source planned ann
            shares one walk
   global   no scope at all: one walk of the version's graph
@@ -19,7 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from semindex.errors import InvalidInput
-from semindex.search.engine import PlanKind, SemanticEngine, SemanticPlan, Source
+from semindex.search.engine import (
+    FieldScope,
+    PlanKind,
+    SemanticEngine,
+    SemanticPlan,
+    Source,
+)
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,10 @@ class PlannerSettings:
     # 0.938 for a 43% field scope).
     candidate_window: int = 200
     graph_window: int = 400
-    exact_threshold: int = 10_000
+    # At most this many vectors, a source is scanned exactly. At 1M real rows a source of 9,990 took
+    # 30.9 ms p50 exactly (a page read per few rows, then a sort by record); its partial graph (the
+    # hot-source band starts at the same size) answers in a walk.
+    exact_threshold: int = 5_000
     # Below this share of the version, a filtered walk of the version's graph loses recall (0.79 at
     # 2% measured with iterative scans); such sources go exact unless they have a partial index.
     min_ann_share: float = 0.05
@@ -74,7 +83,7 @@ def choose_kind(
 
 def plan_semantic(
     sources: Sequence[Source], *, unscoped: bool, record_keys: bool, engines: EngineChoice, settings: PlannerSettings,
-    names_sources: bool = True, field_rows: int | None = None,
+    names_sources: bool = True, fields: FieldScope | None = None,
 ) -> list[SemanticPlan]:
     """One plan per exact or partial source, one shared plan for the ANN sources, or one global plan.
 
@@ -82,19 +91,23 @@ def plan_semantic(
       record keys  one exact plan: the keys pick their rows through the (source, record key) index,
                    so it costs what the keys match, where a plan per source would pay a round trip
                    for every source the version has;
-      fields       by the fields' estimated rows (`field_rows`, from the table's statistics): a small
-                   share (under min_ann_share, or at most exact_threshold rows) is one exact plan
-                   through the field index; a larger one is one walk of the version's graph with the
-                   fields as its filter, as selective as the fields are overall. Planned per source,
-                   a source without the field would be walked in vain and a small one scanned whole.
+      fields       one field with a hot partial graph: one walk of that graph (a partial plan of
+                   no sources). Otherwise by the fields' estimated rows (from the table's
+                   statistics): a small share (under min_ann_share, or at most exact_threshold rows)
+                   is one exact plan through the field index; a larger one is one walk of the
+                   version's graph with the fields as its filter, as selective as the fields are
+                   overall. Planned per source, a source without the field would be walked in vain
+                   and a small one scanned whole.
     """
     if unscoped:
         return [_plan(PlanKind.GLOBAL, (), engines)]
     if not names_sources and record_keys:
         return [SemanticPlan(PlanKind.EXACT, engines.exact, ())]
-    if not names_sources and field_rows is not None and sources:
+    if not names_sources and fields is not None and sources:
+        if fields.partial_index is not None:
+            return [_plan(PlanKind.PARTIAL, (), engines)]
         total = sources[0].version_total
-        if field_rows <= settings.exact_threshold or not total or field_rows / total < settings.min_ann_share:
+        if fields.rows <= settings.exact_threshold or not total or fields.rows / total < settings.min_ann_share:
             return [SemanticPlan(PlanKind.EXACT, engines.exact, ())]
         return [_plan(PlanKind.ANN, tuple(sources), engines)]
     plans, group = [], []

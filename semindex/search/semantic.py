@@ -33,7 +33,7 @@ from semindex.search.planner import PlannerSettings, plan_semantic
 from semindex.search.query_cache import QueryVectorCache
 from semindex.search.request import MAX_K, Scope
 from semindex.search.response import Hit
-from semindex.search.sources import field_rows, sources_in_scope
+from semindex.search.sources import field_scope, sources_in_scope
 from semindex.search.version_target import VersionTable
 from semindex.vectors.storage import storage_for
 from semindex.vectors.version import EmbeddingVersion, active_version, get_version
@@ -116,10 +116,10 @@ class SemanticSearch:
         storage = storage_for(self.db)
         engines = engines_for(version.ann_engine, storage)
         sources = [] if scope.unrestricted else sources_in_scope(self.db, scope, version)
-        rows_in_fields = (field_rows(self.db, version, scope.fields, sources[0].version_total)
-                          if scope.fields and sources and not scope.names_sources and storage.ann_indexes else None)
+        in_fields = (field_scope(self.db, version, scope.fields, sources[0].version_total)
+                     if scope.fields and sources and not scope.names_sources and storage.ann_indexes else None)
         plans = plan_semantic(sources, unscoped=scope.unrestricted, record_keys=bool(scope.record_keys),
-                              names_sources=scope.names_sources, field_rows=rows_in_fields,
+                              names_sources=scope.names_sources, fields=in_fields,
                               engines=engines, settings=self.settings)
         target = VersionTable(version, storage, scope)
         per_record = not chunks

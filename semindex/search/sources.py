@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from psycopg.rows import class_row
 
 from semindex.database import Database
-from semindex.search.engine import Source
+from semindex.search.engine import FieldScope, Source
 from semindex.search.request import Scope
 from semindex.sql_files import statement
 from semindex.vectors.version import EmbeddingVersion
@@ -37,6 +37,7 @@ class FieldStatistics:
     fields: list[str] | None
     shares: list[float] | None
     n_distinct: float
+    partial_index: str | None
 
     def share_of(self, wanted: tuple[str, ...]) -> float:
         """The estimated share of rows in any of `wanted`: a common field's own share, and for
@@ -47,11 +48,15 @@ class FieldStatistics:
         return min(1.0, sum(common.get(name, rest) for name in set(wanted)))
 
 
-def field_rows(db: Database, version: EmbeddingVersion, fields: tuple[str, ...], total: int) -> int | None:
-    """About how many of the version's `total` rows are in `fields`; None before the version's table
-    has statistics (the planner then plans per source, as without a field scope)."""
+def field_scope(db: Database, version: EmbeddingVersion, fields: tuple[str, ...], total: int) -> FieldScope | None:
+    """About how many of the version's `total` rows are in `fields`, and the one field's partial
+    graph if it has one; None before the version's table has statistics (the planner then plans per
+    source, as without a field scope)."""
     schema, _, table = version.vectors_table.rpartition(".")
+    distinct = set(fields)
     with db.connection() as conn:
         stats = conn.cursor(row_factory=class_row(FieldStatistics)).execute(
-            statement("search", "field_statistics"), {"schema": schema or "public", "table": table}).fetchone()
-    return None if stats is None else round(int(total) * stats.share_of(fields))
+            statement("search", "field_statistics"),
+            {"schema": schema or "public", "table": table, "version_id": version.version_id,
+             "field": next(iter(distinct)) if len(distinct) == 1 else None}).fetchone()
+    return None if stats is None else FieldScope(round(int(total) * stats.share_of(fields)), stats.partial_index)

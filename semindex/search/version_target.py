@@ -41,6 +41,9 @@ class VersionTable:
                 "instances": sorted({source.connector_instance_id for source in plan.sources}),
                 "streams": sorted({source.stream for source in plan.sources}),
             })]
+        if plan.kind is PlanKind.PARTIAL and not plan.sources:  # the scope's one hot field's graph
+            (field,) = set(self.scope.fields)
+            return [(self._statement("semantic_ann_field"), {**scoped, "field": field})]
         records = "_records" if per_record else ""
         name = "semantic_ann" if plan.kind is PlanKind.PARTIAL else f"semantic_exact{records}"
         if not plan.sources:
