@@ -114,12 +114,23 @@ def deployment(server_url, tmp_path_factory):
                "reader_db": reader_db, "admin_db": admin_db, "database": database}
 
 
-def _requests(version_key: str) -> list[SearchRequest]:
+def _hot_source(db, version_key: str) -> Scope:
+    """A scope of one of the version's hot sources alone: its partial graph's path."""
+    with db.connection() as conn:
+        instance, stream = conn.execute(
+            "SELECT h.connector_instance_id, h.stream FROM semindex.partial_hnsw_indexes AS h "
+            "JOIN semindex.embedding_versions AS v USING (version_id) WHERE v.version_key = %s "
+            "ORDER BY 1, 2 LIMIT 1", (version_key,)).fetchone()
+    return Scope(connector_instance_ids=(instance,), streams=(stream,))
+
+
+def _requests(version_key: str, hot: Scope) -> list[SearchRequest]:
     scopes = [
         Scope(),
         Scope(connector_instance_ids=("bbc",)),
         Scope(connector_instance_ids=("bbc", "chitchat-main"), fields=("body", "text")),
         Scope(record_keys=("sport/001", "tech/002")),
+        hot,
     ]
     return [
         SearchRequest(query, mode=mode, k=10, scope=scope, version_key=version_key)
@@ -144,12 +155,13 @@ def test_the_reader_searches_every_mode_and_path_and_writes_nothing(deployment):
     # Low thresholds so the reader's queries take the partial, ann and global paths, not only exact.
     planner = PlannerSettings(exact_threshold=10, min_ann_share=0.0)
     before = snapshot(deployment["admin_db"])
-    as_reader, plans = _answers(Searcher(deployment["reader_db"], planner=planner), _requests(VERSION_KEY))
+    requests = _requests(VERSION_KEY, _hot_source(deployment["admin_db"], VERSION_KEY))
+    as_reader, plans = _answers(Searcher(deployment["reader_db"], planner=planner), requests)
     assert snapshot(deployment["admin_db"]) == before
     assert {"exact", "partial", "global_ann"} <= plans and plans & {"ann", "ann->exact"}, plans
     assert all(as_reader)  # every request found something
     # The same answers the writer gets.
-    as_writer, _ = _answers(Searcher(open_database(deployment["writer_url"]), planner=planner), _requests(VERSION_KEY))
+    as_writer, _ = _answers(Searcher(open_database(deployment["writer_url"]), planner=planner), requests)
     assert as_reader == as_writer
 
 
@@ -202,8 +214,11 @@ def test_a_version_the_writer_adds_after_the_grants_is_searchable_by_the_reader(
     finally:
         writer_db.close()
     planner = PlannerSettings(exact_threshold=10, min_ann_share=0.0)
-    answers, plans = _answers(Searcher(deployment["reader_db"], planner=planner), _requests("tiny-48"))
-    assert all(answers) and {"exact", "partial", "global_ann"} <= plans
+    requests = _requests("tiny-48", _hot_source(deployment["admin_db"], "tiny-48"))
+    answers, plans = _answers(Searcher(deployment["reader_db"], planner=planner), requests)
+    # The hot source holds fewer rows than a page asks for: its walk returns them all, and only an
+    # exact scan can tell that no more match ("partial->exact").
+    assert all(answers) and {"exact", "global_ann"} <= plans and plans & {"partial", "partial->exact"}, plans
     with deployment["admin_db"].connection() as conn:
         rights = conn.execute(
             "SELECT has_table_privilege(%s, %s, 'SELECT'), has_table_privilege(%s, %s, 'INSERT')",
