@@ -43,12 +43,7 @@ class HotSourceBand:
     max_sources: int = 16
 
     def __post_init__(self) -> None:
-        if self.min_rows < 1:
-            raise InvalidInput(f"min_rows={self.min_rows} must be at least 1")
-        if not 0 < self.max_share <= 1:
-            raise InvalidInput(f"max_share={self.max_share} must be in (0, 1]")
-        if self.max_sources < 0:
-            raise InvalidInput(f"max_sources={self.max_sources} must not be negative")
+        _check_band(self.min_rows, self.max_share, "max_sources", self.max_sources)
 
 
 @dataclass(frozen=True)
@@ -58,12 +53,16 @@ class HotFieldBand:
     max_fields: int = 4
 
     def __post_init__(self) -> None:
-        if self.min_rows < 1:
-            raise InvalidInput(f"min_rows={self.min_rows} must be at least 1")
-        if not 0 < self.max_share <= 1:
-            raise InvalidInput(f"max_share={self.max_share} must be in (0, 1]")
-        if self.max_fields < 0:
-            raise InvalidInput(f"max_fields={self.max_fields} must not be negative")
+        _check_band(self.min_rows, self.max_share, "max_fields", self.max_fields)
+
+
+def _check_band(min_rows: int, max_share: float, most_name: str, most: int) -> None:
+    if min_rows < 1:
+        raise InvalidInput(f"min_rows={min_rows} must be at least 1")
+    if not 0 < max_share <= 1:
+        raise InvalidInput(f"max_share={max_share} must be in (0, 1]")
+    if most < 0:
+        raise InvalidInput(f"{most_name}={most} must not be negative")
 
 
 @dataclass
