@@ -265,3 +265,21 @@ def test_a_field_scope_whose_term_floods_the_window_reads_only_that_fields_docum
     while field_index_scans() == before and time.monotonic() < deadline:
         time.sleep(0.2)
     assert field_index_scans() > before
+
+
+def test_a_scope_of_several_flooded_sources_samples_one_windows_worth_in_all(db, tmp_path):
+    # Three sources of 100 records each say "the": each floods a window of 60, so each is ranked
+    # truncated. Together they sample 60 documents, 20 from each, as one flooded source samples 60.
+    corpus = [{**_record(f"{source}-{i:03d}", body=f"the note {i} of {source}"), "connector_instance_id": source}
+              for source in ("north", "south", "west") for i in range(100)]
+    _index(db, write_jsonl(tmp_path / "three.jsonl", corpus))
+    searcher = Searcher(db)
+
+    def search(*instances):
+        return searcher.lexical.search(SearchRequest("the", mode="lexical", k=10, lexical_window=60,
+                                                     scope=Scope(connector_instance_ids=instances)))
+
+    one, three = search("north"), search("north", "south", "west")
+    assert one.meta.ranking == three.meta.ranking == "truncated"
+    assert one.meta.matched == three.meta.matched == 60
+    assert len(three.hits) == 10 and three.meta.windowed_sources == ["north/pages", "south/pages", "west/pages"]
