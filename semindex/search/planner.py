@@ -30,13 +30,14 @@ from semindex.search.engine import (
 
 @dataclass(frozen=True)
 class PlannerSettings:
-    # Candidate windows (hnsw.ef_search) by the graph walked, from bench/search_latency.py at 1M real
-    # rows, each against the other in the same run: a hot source's partial graph holds its recall at
-    # 200 (0.990 at 10%, p50 12.5 ms against 19.1 ms at 400); the version's graph (unscoped, or a scope
-    # walked as a filter) gains at 400 (recall 0.985 -> 0.998 unscoped at p50 15.1 -> 15.4 ms, 0.895 ->
-    # 0.938 for a 43% field scope).
+    # Candidate windows (hnsw.ef_search) by the graph walked, from bench/search_latency.py's data at
+    # 1M real rows. A hot source's partial graph holds its recall at 200 (0.990 at 10%, p50 12.5 ms
+    # against 19.1 ms at 400). The version's graph, 40 queries interleaved at 200/300/400 in one run:
+    # unscoped p50 12.7/15.6/18.2 ms at recall 0.985/0.990/0.998, the 50% scope 13.0/15.8/18.8 ms at
+    # 0.985/0.988/0.998. (400 had bought a 43% field scope's filtered walk 0.895 -> 0.938; such a
+    # field now walks a graph of its own, at 0.978.) Either may be raised where recall matters more.
     candidate_window: int = 200
-    graph_window: int = 400
+    graph_window: int = 200
     # At most this many vectors, a source is scanned exactly. At 1M real rows a source of 9,990 took
     # 30.9 ms p50 exactly (a page read per few rows, then a sort by record); its partial graph (the
     # hot-source band starts at the same size) answers in a walk.
