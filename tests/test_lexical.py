@@ -267,10 +267,13 @@ def test_a_field_scope_whose_term_floods_the_window_reads_only_that_fields_docum
     assert field_index_scans() > before
 
 
-def test_a_scope_of_several_flooded_sources_samples_one_windows_worth_in_all(db, tmp_path):
+def test_a_scope_of_several_sources_ranks_one_windows_worth_in_all(db, tmp_path):
     # Three sources of 100 records each say "the": each floods a window of 60, so each is ranked
     # truncated. Together they sample 60 documents, 20 from each, as one flooded source samples 60.
-    corpus = [{**_record(f"{source}-{i:03d}", body=f"the note {i} of {source}"), "connector_instance_id": source}
+    # 25 of each source's records also say "rare": each source's own 25 would fit the window, the
+    # scope's 75 do not, so the scope's decision is a truncated sample of 60 there too.
+    corpus = [{**_record(f"{source}-{i:03d}", body=f"the note {i} of {source}" + (" rare" if i < 25 else "")),
+               "connector_instance_id": source}
               for source in ("north", "south", "west") for i in range(100)]
     _index(db, write_jsonl(tmp_path / "three.jsonl", corpus))
     searcher = Searcher(db)
@@ -283,3 +286,7 @@ def test_a_scope_of_several_flooded_sources_samples_one_windows_worth_in_all(db,
     assert one.meta.ranking == three.meta.ranking == "truncated"
     assert one.meta.matched == three.meta.matched == 60
     assert len(three.hits) == 10 and three.meta.windowed_sources == ["north/pages", "south/pages", "west/pages"]
+    rare = searcher.lexical.search(SearchRequest("rare the", mode="lexical", k=10, lexical_window=60,
+                                                 scope=Scope(connector_instance_ids=("north", "south", "west"))))
+    assert rare.meta.ranking == "truncated" and rare.meta.matched == 60
+    assert len(rare.hits) == 10
