@@ -735,7 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="restrict to these records (repeatable; exact paths)")
     search.add_argument("--version", default=None, help="embedding version key (default: the active one)")
     search.add_argument("--lexical-window", type=int, default=1000,
-                        help="lexical candidates per source: every match is ranked while they fit, 100..10000 "
+                        help="lexical candidates a search ranks: every match while they fit, 100..10000 "
                         "(default: %(default)s)")
     search.add_argument("--fusion", choices=["blend", "rrf", "interleave"], default=None,
                         help="hybrid fusion (default: the version's declared fusion)")

@@ -73,7 +73,7 @@ class SearchRequest:
     k: int = DEFAULT_K
     scope: Scope = Scope()
     version_key: str | None = None
-    # Lexical candidates per source: every match is ranked while they fit (semindex.search.lexical).
+    # Lexical candidates a search ranks in all: every match while they fit (semindex.search.lexical).
     lexical_window: int = 1000
     # Hybrid fusion; None: the version's own (its declared `fusion`, else semindex's default).
     fusion: str | None = None

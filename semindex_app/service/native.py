@@ -51,7 +51,7 @@ class QueryBody(BaseModel):
     fields: list[str] | None = Field(None, description="Record fields to search")
     record_keys: list[str] | None = None
     unit: Literal["records", "chunks"] = Field("records", description="A hit per record, or per passage")
-    lexical_window: int | None = Field(None, ge=100, le=10_000, description="Lexical candidates per source")
+    lexical_window: int | None = Field(None, ge=100, le=10_000, description="Lexical candidates a search ranks in all")
     filters: list[FilterRule] | None = Field(None, description="Conditions on the records' own fields (owner tokens)")
 
 
