@@ -4,6 +4,7 @@ across a publish, and filtered search through the zvec plan at every selectivity
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -95,6 +96,12 @@ def _nearest(db, version, query, *, sources=(), k=10):
     # The engine itself, on whatever generation is published (its recall gate is another test's).
     return ZVEC.nearest(db, NearestRequest(target, SemanticPlan(kind, ZVEC, tuple(sources)), np.asarray(query), k),
                         require_recall=False)
+
+
+# Seeds for rows added by tests that run more than once (parametrized, hypothesis): one seed each,
+# so no run adds another's vectors again. Piles of identical vectors trap a graph walk: the module's
+# later recall checks measured 0.86-0.95 against 1.0 on the fixture's own data, at any ef.
+_SEEDS = itertools.count(1000)
 
 
 def _add_rows(db, version, count: int, rng) -> list[int]:
@@ -234,8 +241,7 @@ def test_horizons_take_committed_transactions_only_and_only_move_forward(substra
 @pytest.mark.parametrize("phase", [p for p in builder.PHASES if p != "cleanup"])
 def test_a_builder_killed_at_any_phase_is_finished_by_the_next_run(substrate, phase):
     db, url, version = substrate["db"], substrate["url"], substrate["version"]
-    rng = np.random.default_rng(len(phase))
-    _add_rows(db, version, 1500, rng)  # more than one upsert batch
+    _add_rows(db, version, 1500, np.random.default_rng(next(_SEEDS)))  # more than one upsert batch
     with db.connection() as conn:  # and more than one delete batch
         conn.execute("DELETE FROM semindex.chunks WHERE chunk_id IN (SELECT chunk_id FROM semindex.chunks "
                      "WHERE connector_instance_id = 's4' ORDER BY chunk_id DESC LIMIT 1100)")
@@ -314,7 +320,7 @@ def test_no_deleted_row_ever_comes_back(substrate, deletions, tombstone):
     """Search threads run on a generation that still holds rows being deleted: no hit ever names a
     chunk absent once its deletion committed."""
     db, version = substrate["db"], substrate["version"]
-    fresh = _add_rows(db, version, 400, np.random.default_rng(len(deletions)))
+    fresh = _add_rows(db, version, 400, np.random.default_rng(next(_SEEDS)))  # not the deletions' count: see _SEEDS
     builder.build(db, version)  # the generation holds them
     victims = [fresh[n] for n in deletions]
     vectors = _table(db, version)
