@@ -146,8 +146,9 @@ ORDER BY embedding {operator} %(query)s
 LIMIT %(limit)s;
 
 -- name: semantic_ann_field
--- A scope of one hot field (and no sources): a walk of the field's partial graph, whose predicate
--- the field's equality implies; the rest of the scope is applied in the database.
+-- A scope of one hot field (no sources, no record keys: those are planned exactly first): a walk of
+-- the field's partial graph, whose predicate the field's equality implies; the rest of the scope is
+-- applied in the database.
 SELECT chunk_id AS key, record_key, field, embedding {operator} %(query)s AS distance, connector_instance_id, stream
 FROM {vectors}
 WHERE field = %(field)s
@@ -155,7 +156,6 @@ WHERE field = %(field)s
   AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL AND cardinality(%(filter_fields)s::text[]) = 0
        OR semindex.record_admitted(connector_instance_id, stream, record_key, %(since)s, %(until)s,
                                    %(filter_fields)s::text[], %(filter_ops)s::text[], %(filter_values)s::text[]))
-  AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]))
 ORDER BY embedding {operator} %(query)s
 LIMIT %(limit)s;
 
