@@ -7,7 +7,9 @@ import pytest
 
 from semindex import chunks, embeddings, indexes, lifecycle, raw_records, retained_size
 from semindex.chunking import ChunkingParameters
+from semindex.errors import InvalidInput
 from semindex.partial_indexes import (
+    HotFieldBand,
     HotSourceBand,
     managed_partial_indexes,
     partial_index_name,
@@ -162,3 +164,16 @@ def test_the_recall_gate_fails_a_poor_index_and_passes_a_good_one(db, loaded):
     poor = hnsw_recall(db, version, queries=50, ef_search=1)
     assert good.passed and good.diagnostics["recall"] >= 0.95
     assert not poor.passed and poor.diagnostics["recall"] < 0.5
+
+
+@pytest.mark.parametrize("band, named", [
+    (lambda: HotSourceBand(min_rows=0), "min_rows=0"),
+    (lambda: HotSourceBand(max_share=1.5), "max_share=1.5"),
+    (lambda: HotSourceBand(max_sources=-1), "max_sources=-1"),
+    (lambda: HotFieldBand(min_rows=0), "min_rows=0"),
+    (lambda: HotFieldBand(max_share=0), "max_share=0"),
+    (lambda: HotFieldBand(max_fields=-2), "max_fields=-2"),
+])
+def test_a_band_out_of_range_is_refused_naming_the_value(band, named):
+    with pytest.raises(InvalidInput, match=named):
+        band()
