@@ -1,6 +1,7 @@
 -- Search: the per-source planner's inputs, and the lexical and semantic paths.
 -- Every query carries the scope as bind parameters; an empty array means "no restriction" only
--- for fields and record keys, never for the source itself.
+-- for fields and record keys, never for the source itself. Record keys go in binary (%(record_keys)b):
+-- 1,000 of them took a millisecond more per statement as a text array, dumped and parsed.
 
 -- name: sources_in_scope
 -- Every source the scope can see, with its vector count for the version (NULL = unknown, or no
@@ -33,16 +34,9 @@ FROM pg_stats
 WHERE schemaname = %(schema)s AND tablename = %(table)s AND attname = 'field';
 
 -- name: ann_settings
--- Local to the transaction. Custom plans only: a generic plan cannot prove a hot source's
--- partial-index predicate from bind parameters, and would silently walk the version's whole graph.
+-- Local to the transaction. (The walks themselves are never prepared: semindex.search.pgvector_engine.)
 SELECT set_config('hnsw.ef_search', %s, true),
-       set_config('hnsw.max_scan_tuples', %s, true),
-       set_config('plan_cache_mode', 'force_custom_plan', true);
-
--- name: exact_settings
--- Custom plans for exact statements too: a generic plan cannot fold the empty-array tests of the
--- scope ("no record keys", "no fields") and would scan the whole source instead of its index range.
-SELECT set_config('plan_cache_mode', 'force_custom_plan', true);
+       set_config('hnsw.max_scan_tuples', %s, true);
 
 -- name: iterative_scan
 -- pgvector 0.8: a filtered walk keeps going until enough rows pass the filter.
@@ -66,7 +60,7 @@ WITH scoped AS MATERIALIZED (
       AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL AND cardinality(%(filter_fields)s::text[]) = 0
            OR semindex.record_admitted(connector_instance_id, stream, record_key, %(since)s, %(until)s,
                                        %(filter_fields)s::text[], %(filter_ops)s::text[], %(filter_values)s::text[]))
-      AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]))
+      AND (cardinality(%(record_keys)b::text[]) = 0 OR record_key = ANY(%(record_keys)b::text[]))
 )
 SELECT chunk_id AS key, record_key, field, distance, %(instance)s AS connector_instance_id, %(stream)s AS stream
 FROM scoped
@@ -83,7 +77,7 @@ WITH scoped AS MATERIALIZED (
       AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL AND cardinality(%(filter_fields)s::text[]) = 0
            OR semindex.record_admitted(connector_instance_id, stream, record_key, %(since)s, %(until)s,
                                        %(filter_fields)s::text[], %(filter_ops)s::text[], %(filter_values)s::text[]))
-      AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]))
+      AND (cardinality(%(record_keys)b::text[]) = 0 OR record_key = ANY(%(record_keys)b::text[]))
 ), nearest AS (
     SELECT DISTINCT ON (record_key) chunk_id, record_key, field, distance
     FROM scoped
@@ -104,7 +98,7 @@ WITH scoped AS MATERIALIZED (
       AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL AND cardinality(%(filter_fields)s::text[]) = 0
            OR semindex.record_admitted(connector_instance_id, stream, record_key, %(since)s, %(until)s,
                                        %(filter_fields)s::text[], %(filter_ops)s::text[], %(filter_values)s::text[]))
-      AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]))
+      AND (cardinality(%(record_keys)b::text[]) = 0 OR record_key = ANY(%(record_keys)b::text[]))
 )
 SELECT chunk_id AS key, record_key, field, distance, connector_instance_id, stream
 FROM scoped
@@ -120,7 +114,7 @@ WITH scoped AS MATERIALIZED (
       AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL AND cardinality(%(filter_fields)s::text[]) = 0
            OR semindex.record_admitted(connector_instance_id, stream, record_key, %(since)s, %(until)s,
                                        %(filter_fields)s::text[], %(filter_ops)s::text[], %(filter_values)s::text[]))
-      AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]))
+      AND (cardinality(%(record_keys)b::text[]) = 0 OR record_key = ANY(%(record_keys)b::text[]))
 ), nearest AS (
     SELECT DISTINCT ON (connector_instance_id, stream, record_key) chunk_id, connector_instance_id, stream, record_key, field, distance
     FROM scoped
@@ -211,7 +205,7 @@ WHERE connector_instance_id = %(instance)s AND stream = %(stream)s
   AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL AND cardinality(%(filter_fields)s::text[]) = 0
        OR semindex.record_admitted(connector_instance_id, stream, record_key, %(since)s, %(until)s,
                                    %(filter_fields)s::text[], %(filter_ops)s::text[], %(filter_values)s::text[]))
-  AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]));
+  AND (cardinality(%(record_keys)b::text[]) = 0 OR record_key = ANY(%(record_keys)b::text[]));
 
 -- name: scan_all
 -- The scan engine over the whole version.
@@ -222,7 +216,7 @@ WHERE (cardinality(%(fields)s::text[]) = 0 OR field = ANY(%(fields)s::text[]))
   AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL AND cardinality(%(filter_fields)s::text[]) = 0
        OR semindex.record_admitted(connector_instance_id, stream, record_key, %(since)s, %(until)s,
                                    %(filter_fields)s::text[], %(filter_ops)s::text[], %(filter_values)s::text[]))
-  AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]));
+  AND (cardinality(%(record_keys)b::text[]) = 0 OR record_key = ANY(%(record_keys)b::text[]));
 
 -- name: chunk_details
 SELECT c.chunk_id, c.connector_id, c.connector_instance_id, c.stream, c.record_key, c.field, c.chunk_no, c.content,
@@ -233,21 +227,18 @@ WHERE c.chunk_id = ANY(%s);
 -- name: lexical_settings
 -- One round trip, local to the ranking's transaction:
 -- Parallel workers need /dev/shm and died on broad terms in small containers (SQLSTATE 53100).
--- Custom plans only: the plan depends on how common the query's terms are (a bitmap of a rare term's
--- matches, or the first matches of a common one), and psycopg prepares a statement run often, whose
--- generic plan would serve every query alike.
 -- Synchronized sequential scans start where another scan of the table is: a truncated ranking (the
 -- first matches up to the cap) would take different records on identical calls.
 -- %(bitmapscan)s 'off' (NULL keeps the server's setting) for a truncated ranking, whose rarest term
 -- matches more documents than the window: the first matches, read in index order from the scope's
--- btree and stopped at the window, instead of a bitmap of every match.
--- %(seqscan)s 'off' (or NULL) for a scope of sources or fields: rows lie clustered by source, so a sequential
--- scan "until the window is full" may read every other source first. Without it the planner picks
--- between the scope btree (a common term fills the window within the source's first rows) and the
--- scoped GIN (a rare term). A scope of fields too: the field btree, not a scan that read 304,123
--- other documents before the 200th quote at 1M rows.
+-- btree and stopped at the window, instead of a bitmap of every match; and for record keys fewer
+-- than the matches, whose documents are read through the keys' btree and each tested.
+-- %(seqscan)s 'off' (or NULL) for a scope of sources or fields, and for keys read through their btree:
+-- rows lie clustered by source, so a sequential scan "until the window is full" may read every other
+-- source first. Without it the planner picks between the scope btree (a common term fills the window
+-- within the source's first rows) and the scoped GIN (a rare term). A scope of fields too: the field
+-- btree, not a scan that read 304,123 other documents before the 200th quote at 1M rows.
 SELECT set_config('max_parallel_workers_per_gather', '0', true),
-       set_config('plan_cache_mode', 'force_custom_plan', true),
        set_config('synchronize_seqscans', 'off', true),
        set_config('enable_bitmapscan', coalesce(%(bitmapscan)s::text, current_setting('enable_bitmapscan')), true),
        set_config('enable_seqscan', coalesce(%(seqscan)s::text, current_setting('enable_seqscan')), true);
@@ -289,9 +280,10 @@ SELECT semindex.search_tsquery(%(words)s, %(phrases)s, %(required)s, %(excluded)
 -- BM25 (k1, b) over the matching lexical documents of one source (or, with %(instance)s and
 -- %(stream)s NULL, of every source: one match over the scoped GIN, which serves a condition on any
 -- subset of its columns), with the scope's statistics (the terms' idf and the average length)
--- computed by the caller. Plans are custom (lexical_settings), so a NULL source folds away. The
+-- computed by the caller. Never prepared (semindex.search.lexical), so a NULL source folds away. The
 -- candidates are every match up to %(cap)s; %(window)s is the OR of the parts whose matches are the
 -- candidates: every positive part, or for a windowed source its rarer parts (their postings are short).
+-- Returns the best records, each scored by its best field.
 WITH terms AS (
     SELECT lexeme, idf FROM unnest(%(lexemes)s::text[], %(idfs)s::float8[]) AS t(lexeme, idf)
 ), candidates AS MATERIALIZED (
@@ -307,25 +299,40 @@ WITH terms AS (
       AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL AND cardinality(%(filter_fields)s::text[]) = 0
            OR semindex.record_admitted(d.connector_instance_id, d.stream, d.record_key, %(since)s, %(until)s,
                                        %(filter_fields)s::text[], %(filter_ops)s::text[], %(filter_values)s::text[]))
-      AND (cardinality(%(record_keys)s::text[]) = 0 OR d.record_key = ANY(%(record_keys)s::text[]))
+      AND (cardinality(%(record_keys)b::text[]) = 0 OR d.record_key = ANY(%(record_keys)b::text[]))
     -- A scope of fields reads its first matches in the field btree's order (without fields this
     -- folds away). Unordered, the planner took the primary key (record_id, field) and tested the
     -- field on every entry until the field's records, loaded last, began: at 1M rows 12 ms before
     -- the first definition, against 1.2 ms through the field btree.
     ORDER BY CASE WHEN cardinality(%(fields)s::text[]) = 0 THEN NULL ELSE d.field END
     LIMIT %(cap)s
+), scored AS (
+    SELECT c.record_id, c.field, c.connector_instance_id, c.stream, c.record_key,
+           sum(t.idf * u.tf * (%(k1)s + 1) / (u.tf + %(k1)s * (1 - %(b)s + %(b)s * c.token_count / %(average_length)s))) AS score
+    FROM candidates AS c
+    -- Only the query's lexemes are unnested: setweight marks them A (documents hold weight D only, as
+    -- to_tsvector writes them) and ts_filter keeps the marked ones, both in C. Unnesting every lexeme of
+    -- every candidate cost twice as much (1,000 candidates at 1M rows: 13.7 ms, against 6.3 ms).
+    CROSS JOIN LATERAL (SELECT lexeme, cardinality(positions)::float8 AS tf
+                        FROM unnest(ts_filter(setweight(c.document, 'A', %(lexemes)s::text[]), '{{a}}'))) AS u
+    JOIN terms AS t USING (lexeme)
+    GROUP BY c.record_id, c.field, c.connector_instance_id, c.stream, c.record_key
+), records AS (
+    -- A record scores its best field; its matched fields best first, ties by name.
+    SELECT record_id, connector_instance_id, stream, record_key, max(score) AS score,
+           array_agg(field ORDER BY score DESC, field COLLATE "C") AS fields,
+           array_agg(score ORDER BY score DESC, field COLLATE "C") AS field_scores
+    FROM scored
+    GROUP BY record_id, connector_instance_id, stream, record_key
 )
-SELECT c.record_id, c.field, c.connector_instance_id, c.stream, c.record_key,
-       sum(t.idf * u.tf * (%(k1)s + 1) / (u.tf + %(k1)s * (1 - %(b)s + %(b)s * c.token_count / %(average_length)s))) AS score,
-       (SELECT count(*) FROM candidates) AS candidates
-FROM candidates AS c
--- Only the query's lexemes are unnested: setweight marks them A (documents hold weight D only, as
--- to_tsvector writes them) and ts_filter keeps the marked ones, both in C. Unnesting every lexeme of
--- every candidate cost twice as much (1,000 candidates at 1M rows: 13.7 ms, against 6.3 ms).
-CROSS JOIN LATERAL (SELECT lexeme, cardinality(positions)::float8 AS tf
-                    FROM unnest(ts_filter(setweight(c.document, 'A', %(lexemes)s::text[]), '{{a}}'))) AS u
-JOIN terms AS t USING (lexeme)
-GROUP BY c.record_id, c.field, c.connector_instance_id, c.stream, c.record_key;
+-- Only the best %(limit)s records come back, with how many documents and records matched: every
+-- candidate's row cost more to fetch and sort in Python than to rank (375 rows: 2.4 ms). Ties in
+-- byte order, as Python sorts the records of several sources.
+SELECT r.record_id, r.connector_instance_id, r.stream, r.record_key, r.score, r.fields, r.field_scores,
+       (SELECT count(*) FROM candidates) AS candidates, count(*) OVER () AS records
+FROM records AS r
+ORDER BY r.score DESC, r.connector_instance_id COLLATE "C", r.stream COLLATE "C", r.record_key COLLATE "C"
+LIMIT %(limit)s;
 
 -- name: lexical_page
 -- The page's records, each with its best field's best chunk (most of the query's terms, then the

@@ -290,3 +290,33 @@ def test_a_scope_of_several_sources_ranks_one_windows_worth_in_all(db, tmp_path)
                                                  scope=Scope(connector_instance_ids=("north", "south", "west"))))
     assert rare.meta.ranking == "truncated" and rare.meta.matched == 60
     assert len(rare.hits) == 10
+
+
+def test_a_scope_of_record_keys_reads_their_documents_not_the_terms_matches(db, tmp_path):
+    # 3,000 bodies say "the"; a scope of 40 of those records is fewer keys than the term's matches,
+    # so their documents are read through the keys' btree and each tested, not through a bitmap of
+    # the term's 3,000 matches. Only the best records come back; every match is still counted.
+    corpus = [_record(f"r{i:05d}", body=f"the body number {i}" + " the" * (i % 7)) for i in range(3000)]
+    _index(db, write_jsonl(tmp_path / "keys.jsonl", corpus))
+    with db.autocommit_connection() as conn:
+        conn.execute("ANALYZE semindex.lexical_documents")
+    keys = tuple(f"r{i:05d}" for i in range(0, 3000, 75))
+
+    def index_scans() -> dict[str, int]:
+        with db.connection() as conn:
+            conn.execute("SELECT pg_stat_force_next_flush()")
+            return dict(conn.execute("SELECT indexrelname, idx_scan FROM pg_stat_user_indexes WHERE indexrelname IN "
+                                     "('lexical_documents_record_key', 'lexical_documents_scope_gin')").fetchall())
+
+    before = index_scans()
+    result = Searcher(db).lexical.search(SearchRequest("the", mode="lexical", k=10, scope=Scope(record_keys=keys)))
+    assert result.meta.ranking == "exact" and result.meta.matched == result.meta.matched_records == len(keys)
+    assert len(result.hits) == 10 and {hit.record_key for hit in result.hits} <= set(keys)
+    # BM25 of one term in documents alike but for its repeats: the more repeats, the higher; ties in key order.
+    assert [hit.record_key for hit in result.hits] == sorted(keys, key=lambda key: (-(int(key[1:]) % 7), key))[:10]
+    deadline = time.monotonic() + 15  # the backend reports its index scans a second or so after going idle
+    while index_scans()["lexical_documents_record_key"] == before["lexical_documents_record_key"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    after = index_scans()
+    assert after["lexical_documents_record_key"] > before["lexical_documents_record_key"]
+    assert after["lexical_documents_scope_gin"] == before["lexical_documents_scope_gin"]

@@ -54,7 +54,6 @@ def _explain(db, version, scope: Scope, query) -> str:
     exact = statement("search", "semantic_exact_all_records", vectors=version.vectors_table,
                       operator=version.metric.sql_operator)
     with db.connection() as conn:
-        conn.execute(statement("search", "exact_settings"))
         return "\n".join(row[0] for row in conn.execute(
             sql.SQL("EXPLAIN ") + exact, {"query": query, **scope.sql_params(), "limit": 25}))
 
@@ -99,7 +98,9 @@ def test_a_scope_of_record_keys_alone_is_one_exact_statement_through_the_key_ind
     exact = _nearest(rows, query, lambda r: r[0] in set(keys))
     assert distance_recall([hit.distance for hit in result.hits], exact, 10) == 1.0
     plan = _explain(db, version, scope, query)
-    assert f"{version.table_name}_scope" in plan and "Seq Scan" not in plan, plan
+    # Through an index of the keys: the keys' own, or (few sources, as here) the scope index skipping
+    # over the sources it leads with; at 1M rows and 24 sources the planner takes the keys' own.
+    assert ("_record_key" in plan or "_scope" in plan) and "Seq Scan" not in plan, plan
 
 
 def test_field_estimates_come_from_the_tables_statistics(fielded_db):

@@ -297,7 +297,7 @@ def test_the_backfill_copies_every_payload_into_the_version_table_and_creates_on
         **NO_CHANGE,
         "relations_added": {("semindex", name, kind) for name, kind in
                             ((table, "r"), (f"{table}_pkey", "i"), (f"{table}_scope", "i"), (f"{table}_content", "i"),
-                             (f"{table}_field", "i"))},
+                             (f"{table}_field", "i"), (f"{table}_record_key", "i"))},
         "tables_changed": semindex_tables("embedding_versions", "embedding_backfill", table),
         "other": {"triggers"},
     }

@@ -49,6 +49,8 @@ _RANKING_ORDER = (EXACT, COMPLETE, RARER_TERMS, TRUNCATED)
 EXACT_CAP = 1_000_000
 # A truncated ranking is a sample of a flood of matches (first in index order): this many is enough.
 TRUNCATED_CANDIDATES = 200
+# Records ranked past the page, so one deleted since it was ranked does not shorten the hydrated page.
+SPARE_RECORDS = 10
 
 
 @dataclass(frozen=True)
@@ -94,14 +96,18 @@ class QueryTexts:
 
 
 @dataclass(frozen=True)
-class RankedDocument:
+class RankedRecord:
+    """One of a ranking's best records (sql/search.sql: lexical_rank)."""
+
     record_id: int
-    field: str
     connector_instance_id: str
     stream: str
     record_key: str
-    score: float
-    candidates: int
+    score: float  # its best field's
+    fields: list[str]  # its matched fields, best first
+    field_scores: list[float]
+    candidates: int  # documents the ranking matched
+    records: int  # records they belong to; only the best come back
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,10 @@ class SourcePlan:
     ranking: str
     window_parts: tuple[int, ...]  # the parts whose matches are the candidates
     cap: int
+    # Record keys fewer than the matches of the query's terms: read the keys' documents through
+    # their btree and test each, instead of a bitmap of every match (at 1M rows, 1,000 keys and a
+    # query with "for" in it: 44 ms, 32 of them building the term's 92,000-match bitmap).
+    by_keys: bool = False
 
 
 @dataclass
@@ -170,7 +180,7 @@ class LexicalSearch:
         # matches made a 50% scope's lexical search ~40 ms for three-word queries at 1M rows). A
         # scope that names sources ranks each by its own statement (the scoped GIN serves one source
         # at a time), skipping a source without a candidate match.
-        decision = self._plan(None, total, parsed, window)
+        decision = self._plan(None, total, parsed, window, keys=len(scope.record_keys))
         plans = _per_source(decision, statistics) if scope.names_sources else [decision]
         idf = {
             lexeme: math.log(1 + (total.documents - count + 0.5) / (count + 0.5))
@@ -180,9 +190,10 @@ class LexicalSearch:
             "lexemes": list(idf), "idfs": list(idf.values()), "match": texts.match,
             **scope.sql_params(),
             "k1": self.bm25.k1, "b": self.bm25.b, "average_length": total.tokens / total.documents,
+            "limit": k + SPARE_RECORDS,
         }
         ranked = self.fanout.map(lambda plan: self._rank(plan, texts, base), plans)
-        records = _records(document for rows in ranked for document in rows)
+        records = _records(record for rows in ranked for record in rows)
         if len(records) < k and any(plan.ranking == RARER_TERMS for plan in plans):
             # The rarer terms' matches hold fewer than k records: rank the first matches of the whole
             # query too, so the page is not short while records match.
@@ -191,7 +202,7 @@ class LexicalSearch:
             widened = _per_source(every_part, statistics) if scope.names_sources else [every_part]
             more = self.fanout.map(lambda plan: self._rank(plan, texts, base), widened)
             ranked += more
-            records = _records(document for rows in ranked for document in rows)
+            records = _records(record for rows in ranked for record in rows)
         rankings = [plan.ranking for plan in plans] or [decision.ranking]
         windowed = [_source_name(plan.source) for plan in plans if plan.ranking in (RARER_TERMS, TRUNCATED)]
         matched = sum(rows[0].candidates for rows in ranked if rows)
@@ -203,13 +214,14 @@ class LexicalSearch:
             ranking=max(rankings, key=_RANKING_ORDER.index),
             matched=matched,
             matched_exact=not windowed,
-            matched_records=len(records),
+            # Those not returned (past a ranking's best) counted too; exact only when every record came back.
+            matched_records=len(records) + sum(rows[0].records - len(rows) for rows in ranked if rows),
             sources_searched=len(statistics),
         )
         if chunks:
             hits = self._chunk_hits(records, texts, k)
         elif hydrate:
-            hits = self.hydrate([record.hit() for record in records[: k + 10]], texts)[:k]
+            hits = self.hydrate([record.hit() for record in records[: k + SPARE_RECORDS]], texts)[:k]
         else:
             hits = [record.hit() for record in records[:k]]
         for rank, hit in enumerate(hits, start=1):
@@ -237,10 +249,11 @@ class LexicalSearch:
         return sources, texts
 
     def _plan(self, source: tuple[str, str] | None, statistics: SourceStatistics, parsed: ParsedQuery,
-              window: int | None) -> SourcePlan:
+              window: int | None, *, keys: int = 0) -> SourcePlan:
         parts = tuple(range(len(parsed.positive)))
         if window is None:
-            return SourcePlan(source, EXACT, parts, EXACT_CAP)
+            matches = sum(statistics.part_documents.get(part, 0) for part in parts)
+            return SourcePlan(source, EXACT, parts, EXACT_CAP, by_keys=keys < matches)
         if sum(statistics.part_documents.get(part, 0) for part in parts) <= window:
             return SourcePlan(source, COMPLETE, parts, window)
         rarer, matches = [], 0
@@ -253,7 +266,7 @@ class LexicalSearch:
             return SourcePlan(source, RARER_TERMS, tuple(sorted(rarer)), window)
         return SourcePlan(source, TRUNCATED, parts, min(window, TRUNCATED_CANDIDATES))
 
-    def _rank(self, plan: SourcePlan, texts: QueryTexts, base: dict) -> list[RankedDocument]:
+    def _rank(self, plan: SourcePlan, texts: QueryTexts, base: dict) -> list[RankedRecord]:
         window = texts.window(plan.window_parts)
         if not window:  # no part of the query holds a lexeme
             return []
@@ -261,10 +274,14 @@ class LexicalSearch:
         params = {**base, "cap": plan.cap, "window": window, "instance": instance, "stream": stream}
         with self.db.connection() as conn:
             conn.execute(statement("search", "lexical_settings"), {
-                "bitmapscan": "off" if plan.ranking == TRUNCATED else None,
-                "seqscan": "off" if plan.source is not None or base["fields"] else None,
+                "bitmapscan": "off" if plan.ranking == TRUNCATED or plan.by_keys else None,
+                "seqscan": "off" if plan.source is not None or base["fields"] or plan.by_keys else None,
             })
-            return conn.cursor(row_factory=class_row(RankedDocument)).execute(statement("search", "lexical_rank"), params).fetchall()
+            # Never prepared, so planned for this query every time: the plan depends on how common its
+            # terms are (a bitmap of a rare term's matches, or the first matches of a common one), and
+            # the generic plan psycopg would prepare for a statement run often would serve every query alike.
+            return conn.cursor(row_factory=class_row(RankedRecord)).execute(
+                statement("search", "lexical_rank"), params, prepare=False).fetchall()
 
     # ---- pages -----------------------------------------------------------------------------------
     def _page_rows(self, name: str, texts: QueryTexts, params: dict) -> list[PageRow]:
@@ -321,13 +338,16 @@ class _Record:
                    matched_fields=[name for name, _ in self.fields], record_id=self.record_id)
 
 
-def _records(documents) -> list[_Record]:
-    """Documents grouped into records, each scored by its best field, best records first."""
+def _records(ranked) -> list[_Record]:
+    """The rankings' records, each scored by its best field, best records first; a record ranked twice
+    (by a widened ranking too) keeps each field's best score."""
     fields: dict[int, dict[str, float]] = defaultdict(dict)
     identities: dict[int, tuple[str, str, str]] = {}
-    for document in documents:
-        identities[document.record_id] = (document.connector_instance_id, document.stream, document.record_key)
-        fields[document.record_id][document.field] = max(document.score, fields[document.record_id].get(document.field, 0.0))
+    for record in ranked:
+        identities[record.record_id] = (record.connector_instance_id, record.stream, record.record_key)
+        scores = fields[record.record_id]
+        for name, score in zip(record.fields, record.field_scores, strict=True):
+            scores[name] = max(score, scores.get(name, 0.0))
     records = []
     for record_id, scores in fields.items():
         ordered = sorted(scores.items(), key=lambda item: (-item[1], item[0]))

@@ -45,15 +45,16 @@ class PgvectorEngine:
     def _run(self, db: Database, statements, request: NearestRequest, *, ef_search: int | None) -> list[Candidate]:
         rows: list[Candidate] = []
         with db.connection() as conn:
-            if ef_search is None:
-                conn.execute(statement("search", "exact_settings"))
-            else:
-                # Local to this transaction; custom plans only (a generic plan cannot prove a hot
-                # source's partial-index predicate from bind parameters).
+            if ef_search is not None:
                 conn.execute(statement("search", "ann_settings"), (str(ef_search), str(max(20_000, 100 * ef_search))))
                 if db.hnsw_iterative_scan:
                     conn.execute(statement("search", "iterative_scan"))
             cursor = conn.cursor(row_factory=class_row(Candidate))
             for query, params in statements:
-                rows.extend(cursor.execute(query, {**params, "query": request.query, "limit": request.limit}).fetchall())
+                # Never prepared, so planned for these values every time: a generic plan can neither
+                # prove a hot source's partial-index predicate from bind parameters (it would walk the
+                # version's whole graph) nor fold the scope's empty-array tests (it would scan the
+                # whole source instead of its index range). psycopg prepares a statement run often.
+                rows.extend(cursor.execute(query, {**params, "query": request.query, "limit": request.limit},
+                                           prepare=False).fetchall())
         return rows

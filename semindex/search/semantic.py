@@ -115,7 +115,9 @@ class SemanticSearch:
         as hits; k of them whenever k match."""
         storage = storage_for(self.db)
         engines = engines_for(version.ann_engine, storage)
-        sources = [] if scope.unrestricted else sources_in_scope(self.db, scope, version)
+        # Record keys alone are one exact plan whatever the sources (semindex.search.planner): no need to list them.
+        keys_alone = bool(scope.record_keys) and not scope.names_sources
+        sources = [] if scope.unrestricted or keys_alone else sources_in_scope(self.db, scope, version)
         in_fields = (field_scope(self.db, version, scope.fields, sources[0].version_total)
                      if scope.fields and sources and not scope.names_sources and storage.ann_indexes else None)
         plans = plan_semantic(sources, unscoped=scope.unrestricted, record_keys=bool(scope.record_keys),
