@@ -118,7 +118,7 @@ JOIN {vectors} AS v USING (chunk_id)
 WHERE (cardinality(%(instances)s::text[]) = 0
        OR (v.connector_instance_id = ANY(%(instances)s::text[]) AND v.stream = ANY(%(streams)s::text[])))
   AND (cardinality(%(fields)s::text[]) = 0 OR v.field = ANY(%(fields)s::text[]))
-  AND (cardinality(%(record_keys)s::text[]) = 0 OR v.record_key = ANY(%(record_keys)s::text[]))
+  AND (cardinality(%(record_keys)b::text[]) = 0 OR v.record_key = ANY(%(record_keys)b::text[]))
   AND semindex.field_granted(v.stream, v.field, %(rule_streams)s::text[], %(rule_pairs)s::text[])
   AND (%(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL AND cardinality(%(filter_fields)s::text[]) = 0
        OR semindex.record_admitted(v.connector_instance_id, v.stream, v.record_key, %(since)s, %(until)s,

@@ -284,7 +284,7 @@ WITH scoped AS MATERIALIZED (
     WHERE connector_instance_id = %(instance)s
       AND vector_dims({column}) = {dimensions}
       AND (cardinality(%(scope_keys)s::text[]) = 0 OR scope_key = ANY(%(scope_keys)s::text[]))
-      AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]))
+      AND (cardinality(%(record_keys)b::text[]) = 0 OR record_key = ANY(%(record_keys)b::text[]))
 )
 SELECT scope_key AS key, record_key, scope_key AS field, distance
 FROM scoped
@@ -299,4 +299,4 @@ FROM {table}
 WHERE connector_instance_id = %(instance)s
   AND jsonb_typeof({column}) = 'array' AND jsonb_array_length({column}) = %(dimensions)s
   AND (cardinality(%(scope_keys)s::text[]) = 0 OR scope_key = ANY(%(scope_keys)s::text[]))
-  AND (cardinality(%(record_keys)s::text[]) = 0 OR record_key = ANY(%(record_keys)s::text[]));
+  AND (cardinality(%(record_keys)b::text[]) = 0 OR record_key = ANY(%(record_keys)b::text[]));
