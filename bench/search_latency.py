@@ -335,13 +335,15 @@ def naive(db: Database, cell: Cell, queries, vectors, matrix, exact, *, semindex
             "recall@10": round(statistics.mean(recalls), 4), "mean_hits": round(statistics.mean(hits), 2)}
 
 
-def plot(results: dict, path: Path) -> None:
+def plot(results: dict, path: Path) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = [n for n in results["warm"] if not n.startswith(("field", "keys"))]
+    if not names:  # only field or key cells measured: no scope-size axis to plot
+        return False
     shares = [results["warm"][n]["share"] * 100 for n in names]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for mode, style in (("semantic", "o-"), ("lexical", "s-"), ("hybrid", "^-"), ("naive_pgvector", "x--")):
@@ -362,6 +364,7 @@ def plot(results: dict, path: Path) -> None:
     right.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    return True
 
 
 def table(title: str, block: dict) -> None:
@@ -394,9 +397,13 @@ def main() -> None:
     parser.add_argument("--candidate-window", metavar="N", type=int, action="append", default=[],
                         help="also measure semantic search with the planner's candidate window (hnsw.ef_search) at N, "
                              "in the same run as the default (repeatable)")
+    parser.add_argument("--cell", metavar="NAME", action="append", default=[],
+                        help="measure only this cell (repeatable: 0.1%%, 1%%, 10%%, 50%%, 100%%, field:quote, "
+                             "field:definition, keys:1000); its JSON goes to search_latency_cells.json unless --output")
     parser.add_argument("--partial-corpus", action="store_true", help="use the encoded part of a corpus still building (trials)")
-    parser.add_argument("--output", default=str(RESULTS / "search_latency"), help="path of the .json and .png, without suffix")
+    parser.add_argument("--output", help="path of the .json and .png, without suffix (default bench/results/search_latency)")
     args = parser.parse_args()
+    args.output = args.output or str(RESULTS / ("search_latency_cells" if args.cell else "search_latency"))
 
     corpus = RealCorpus.cached(partial=args.partial_corpus)
     plan = layout(corpus, args.rows)
@@ -433,6 +440,10 @@ def main() -> None:
     results.update({"rows": len(matrix), "distinct_texts": distinct, "graph_elements": elements,
                     "corpus_texts": len(corpus.texts), "queries": len(queries), "term": term})
     all_cells = cells(plan, corpus)
+    unknown = set(args.cell) - {cell.name for cell in all_cells}
+    if unknown:
+        parser.error(f"no cell {sorted(unknown)}: the cells are {[cell.name for cell in all_cells]}")
+    all_cells = [cell for cell in all_cells if not args.cell or cell.name in args.cell]
 
     def reopen() -> tuple[Database, Searcher]:
         nonlocal alternatives
@@ -480,8 +491,8 @@ def main() -> None:
         table(f"warm, {label}: after one untimed pass ({results['rows']:,} rows, {results['distinct_texts']:,} "
               f"distinct texts, {len(queries)} queries, lexical term {term!r})", block)
     try:
-        plot(results, output.with_suffix(".png"))
-        print(f"\nwrote {output.with_suffix('.json')} and {output.with_suffix('.png')}")
+        plotted = plot(results, output.with_suffix(".png"))
+        print(f"\nwrote {output.with_suffix('.json')}" + (f" and {output.with_suffix('.png')}" if plotted else ""))
     except ImportError:
         print(f"\nwrote {output.with_suffix('.json')}; `pip install matplotlib` for the plot")
     db.close()
