@@ -262,6 +262,27 @@ def test_hybrid_fuses_by_reciprocal_rank_and_deduplicates_records(corpus_db):
     assert len(interleaved.hits) == 10
 
 
+def test_hybrid_hydrates_only_its_fused_page_and_every_hit_is_whole(corpus_db, monkeypatch):
+    # Both sides rank MAX_K deep; only the page (and a few spare hits) read their chunks.
+    from semindex.search import semantic as semantic_module
+
+    asked: list[int] = []
+    real = semantic_module.chunk_details
+    monkeypatch.setattr(semantic_module, "chunk_details", lambda db, ids: asked.extend(ids) or real(db, ids))
+    searcher = Searcher(corpus_db)
+    hybrid = searcher.search(SearchRequest("football match", mode="hybrid", k=10, version_key="hash-64"))
+    assert len(hybrid.hits) == 10 and 0 < len(asked) <= 10 + 10
+    semantic = searcher.search(SearchRequest("football match", mode="semantic", k=10, version_key="hash-64"))
+    by_chunk = {hit.chunk_id: hit for hit in semantic.hits}
+    for hit in hybrid.hits:
+        assert hit.hydrated and hit.connector_id and hit.snippet and hit.chunk_id
+        if "lexical" not in hit.ranks:  # a semantic-only hit: placed exactly as semantic search places it
+            twin = by_chunk.get(hit.chunk_id)
+            if twin is not None:
+                assert (hit.connector_id, hit.chunk_no, hit.snippet, hit.updated_at) == (
+                    twin.connector_id, twin.chunk_no, twin.snippet, twin.updated_at)
+
+
 def test_twenty_concurrent_identical_queries_cause_one_encode(corpus_db, monkeypatch):
     import semindex.search.semantic as search_module
 

@@ -29,6 +29,11 @@ class Hit:
     updated_at: datetime | None = None  # the record's, once hydrated
 
     @property
+    def hydrated(self) -> bool:
+        """Whether the hit has its chunk's place and snippet (a ranked hit may not yet)."""
+        return self.updated_at is not None
+
+    @property
     def distance(self) -> float:
         return self.scores.get("distance", math.inf)
 

@@ -17,7 +17,7 @@ from semindex.database import Database
 from semindex.errors import InvalidInput
 from semindex.search.fanout import SearchFanOut, default_fanout
 from semindex.search.fusion import FusionSettings, fuse
-from semindex.search.lexical import LexicalResult, LexicalSearch
+from semindex.search.lexical import LexicalResult, LexicalSearch, QueryTexts
 from semindex.search.planner import PlannerSettings
 from semindex.search.query import parse_query
 from semindex.search.query_cache import QueryVectorCache
@@ -61,7 +61,7 @@ class SemanticMode:
 
     def ranking(self, searcher: Searcher, request: SearchRequest, depth: int) -> Ranking:
         version = searcher.semantic.resolve_version(request.version_key)
-        result = searcher.semantic.search(version, request.query, request.scope, depth)
+        result = searcher.semantic.search(version, request.query, request.scope, depth, hydrate=False)
         meta = ResponseMeta(request.mode, request.k, version=result.version, semantic_plans=result.plans,
                             below_min_similarity=result.below_min_similarity, timings_ms=result.timings_ms)
         return Ranking(result.hits, meta)
@@ -78,17 +78,16 @@ class SemanticMode:
 
 class HybridMode:
     """Lexical and semantic concurrently, each as deep as the public maximum, fused by the
-    version's declared method and weights (or the request's); only the fused page's lexical records
-    are hydrated (their chunk and highlighted snippet)."""
+    version's declared method and weights (or the request's); only the fused page is hydrated
+    (a lexical record's best chunk and highlighted snippet, a semantic chunk's place and snippet)."""
 
     name = "hybrid"
 
     def run(self, searcher: Searcher, request: SearchRequest, vector: np.ndarray | None = None) -> SearchResponse:
         parts = hybrid_parts(searcher, request, vector, hydrate=request.unit == "chunks")
         page = fuse(parts.fusion, parts.lexical.hits, parts.semantic.hits, page=request.k, chunks=request.unit == "chunks")
-        if parts.lexical.texts is not None:
-            # A few more than the page: a record deleted since it was ranked must not shorten it.
-            page = searcher.lexical.hydrate(page[: request.k + 10], parts.lexical.texts)
+        # A few more than the page: a record deleted since it was ranked must not shorten it.
+        page = searcher.hydrate(page[: request.k + 10], parts.lexical.texts)
         semantic, lexical = parts.semantic, parts.lexical
         return SearchResponse(page[: request.k], ResponseMeta(
             request.mode, request.k, version=semantic.version, semantic_plans=semantic.plans,
@@ -107,7 +106,7 @@ class HybridParts:
 
 def hybrid_parts(searcher: Searcher, request: SearchRequest, vector: np.ndarray | None, *, hydrate: bool) -> HybridParts:
     """Hybrid search's ingredients: the fusion to use, and lexical and semantic search run
-    concurrently, each MAX_K deep (lexical records hydrated only when asked)."""
+    concurrently, each MAX_K deep (hydrated only when asked)."""
     version = searcher.semantic.resolve_version(request.version_key)
     chunks = request.unit == "chunks"
     lexical: dict[str, LexicalResult | BaseException] = {}
@@ -121,7 +120,8 @@ def hybrid_parts(searcher: Searcher, request: SearchRequest, vector: np.ndarray 
     # Its own thread, not the fan-out: both sides fan out through the bounded queue themselves.
     worker = threading.Thread(target=run_lexical, name="semindex-hybrid-lexical")
     worker.start()
-    semantic = searcher.semantic.search(version, request.query, request.scope, MAX_K, chunks=chunks, vector=vector)
+    semantic = searcher.semantic.search(version, request.query, request.scope, MAX_K, chunks=chunks, vector=vector,
+                                        hydrate=hydrate)
     worker.join()
     lexical_result = lexical["result"]
     if isinstance(lexical_result, BaseException):
@@ -173,7 +173,7 @@ class Searcher:
             semantic, settings = parts.semantic, parts.fusion
         else:
             version = self.semantic.resolve_version(request.version_key)
-            semantic = self.semantic.search(version, request.query, request.scope, MAX_K, vector=vector)
+            semantic = self.semantic.search(version, request.query, request.scope, MAX_K, vector=vector, hydrate=False)
             settings = fusion_settings(version, request)
         semantic = semantic.hits
         return {
@@ -201,12 +201,16 @@ class Searcher:
         return ranking
 
     def page(self, ranking: Ranking, offset: int, limit: int) -> list[Hit]:
-        """Hits offset+1 .. offset+limit of a ranking, hydrated (lexical records get their best chunk
-        and highlighted snippet now; a record deleted since the ranking drops out)."""
-        hits = ranking.hits[offset: offset + limit + 10]
-        if ranking.texts is not None:
-            hits = self.lexical.hydrate(hits, ranking.texts)
-        return hits[:limit]
+        """Hits offset+1 .. offset+limit of a ranking, hydrated now (a record deleted since the
+        ranking drops out)."""
+        return self.hydrate(ranking.hits[offset: offset + limit + 10], ranking.texts)[:limit]
+
+    def hydrate(self, hits: list[Hit], texts: QueryTexts | None) -> list[Hit]:
+        """Ranked hits with their place and snippet: a semantic chunk's, a lexical record's best chunk
+        with the query's terms highlighted (`texts`, when lexical search ranked any); one deleted since
+        it was ranked drops out, so callers pass a few more than they show."""
+        hits = self.semantic.hydrate(hits)
+        return hits if texts is None else self.lexical.hydrate(hits, texts)
 
     def search(self, request: SearchRequest, *, vector: np.ndarray | None = None) -> SearchResponse:
         """Answer `request`; `vector` is its query's vector under the version when the caller has it

@@ -100,19 +100,20 @@ class SemanticSearch:
         return self.cache.get(version.version_key, text, lambda: encoder.encode([text])[0])
 
     def search(self, version: EmbeddingVersion, text: str, scope: Scope, k: int, *, chunks: bool = False,
-               vector: np.ndarray | None = None) -> SemanticResult:
+               vector: np.ndarray | None = None, hydrate: bool = True) -> SemanticResult:
         """The k nearest of `text` (its vector from the cache, or `vector` when the caller has it)."""
         started = time.perf_counter()
         vector = self.query_vector(version, text) if vector is None else vector
         encoded = time.perf_counter()
-        result = self.nearest_hits(version, vector, scope, k, chunks=chunks)
+        result = self.nearest_hits(version, vector, scope, k, chunks=chunks, hydrate=hydrate)
         result.timings_ms.update(encode=_ms(started, encoded), semantic=_ms(encoded, time.perf_counter()))
         return result
 
     def nearest_hits(self, version: EmbeddingVersion, vector: np.ndarray, scope: Scope, k: int, *,
-                     chunks: bool = False) -> SemanticResult:
+                     chunks: bool = False, hydrate: bool = True) -> SemanticResult:
         """The k records (or with `chunks`, chunks) of the version nearest to `vector` within `scope`,
-        as hits; k of them whenever k match."""
+        as hits; k of them whenever k match. Without `hydrate`, the hits come without their chunk's
+        place and snippet (a hybrid search needs them for its fused page only: `hydrate` them then)."""
         storage = storage_for(self.db)
         engines = engines_for(version.ann_engine, storage)
         # Record keys alone are one exact plan whatever the sources (semindex.search.planner): no need to list them.
@@ -158,8 +159,8 @@ class SemanticSearch:
         labels: dict[str, str] = {}
         for plan, (_, label) in zip(plans, answers, strict=True):
             labels.update(dict.fromkeys(plan.names, label))
-        # Hydrate a few more than the page, so a chunk deleted between the two reads does not shorten it.
-        hits = self._hydrate(version, ranked[: overscan(k)])
+        # A few more than the page, so a chunk deleted between the two reads does not shorten it.
+        hits = self._hits(version, ranked[: overscan(k)], hydrate=hydrate)
         result = SemanticResult(hits, version.version_key, labels)
         floor = version.thresholds.get("min_similarity")
         if floor is not None:
@@ -170,20 +171,41 @@ class SemanticSearch:
         result.hits = hits[:k]
         return result
 
-    def _hydrate(self, version: EmbeddingVersion, ranked: list[Candidate]) -> list[Hit]:
-        details = chunk_details(self.db, [candidate.key for candidate in ranked])
+    def _hits(self, version: EmbeddingVersion, ranked: list[Candidate], *, hydrate: bool) -> list[Hit]:
+        details = chunk_details(self.db, [candidate.key for candidate in ranked]) if hydrate else None
         hits = []
         for candidate in ranked:
-            detail = details.get(candidate.key)
-            if detail is None:
+            if details is None:
+                hit = Hit("", candidate.connector_instance_id, candidate.stream, candidate.record_key, candidate.field,
+                          0, "", chunk_id=candidate.key)
+            elif (detail := details.get(candidate.key)) is not None:
+                hit = hit_from(detail)
+            else:
                 continue
-            hit = hit_from(detail)
             distance = candidate.order[0]
             hit.scores = {"distance": distance, "semantic": version.metric.similarity(distance)}
             hit.ranks = {"semantic": len(hits) + 1}
-            hit.matched_fields = [detail.field]
+            hit.matched_fields = [hit.field]
             hits.append(hit)
         return hits
+
+    def hydrate(self, hits: list[Hit]) -> list[Hit]:
+        """The hits, those ranked without it now with their chunk's place and snippet, in order; one
+        whose chunk was deleted since drops out (callers ask for a few more than they show). A hit
+        without a chunk yet (a lexical record) passes as it is."""
+        pending = [hit.chunk_id for hit in hits if hit.chunk_id and not hit.hydrated]
+        details = chunk_details(self.db, pending)
+        hydrated = []
+        for hit in hits:
+            if hit.chunk_id and not hit.hydrated:
+                detail = details.get(hit.chunk_id)
+                if detail is None:
+                    continue
+                placed = hit_from(detail)
+                hit.connector_id, hit.chunk_no, hit.snippet, hit.updated_at = (
+                    placed.connector_id, placed.chunk_no, placed.snippet, placed.updated_at)
+            hydrated.append(hit)
+        return hydrated
 
 
 def _ms(start: float, end: float) -> float:
