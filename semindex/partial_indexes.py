@@ -117,7 +117,7 @@ def sync_partial_indexes(
             "max_share": band.max_share, "max_sources": band.max_sources,
         }).fetchall()
         fields = conn.execute(statement("partial_indexes", "field_band_members"), {
-            "version_key": version.version_key, "schema": schema or "public", "table": table,
+            "version_key": version.version_key, "version_id": version.version_id, "schema": schema or "public", "table": table,
             "min_rows": field_band.min_rows, "max_share": field_band.max_share, "max_fields": field_band.max_fields,
         }).fetchall()
         managed_sources = [row[2] for row in conn.execute(statement("partial_indexes", "managed"), (version.version_id,))]

@@ -154,3 +154,25 @@ def test_a_scope_of_one_hot_field_walks_the_fields_own_graph(fielded_db):
     assert managed_partial_indexes(db, version) == []
     result = searcher.semantic.nearest_hits(version, query, Scope(fields=("quote",)), 10)
     assert result.plans == {"*": "exact"}
+
+
+def test_a_field_near_the_bands_edge_keeps_its_graph_until_well_past_it(fielded_db):
+    """The field band reads sampled statistics: a field with a graph keeps it within 20% of the
+    band's edge, where a field without one must reach the edge itself."""
+    db, version, _ = fielded_db
+
+    def quote_rows(min_rows: int) -> int | None:
+        report = sync_partial_indexes(db, version, HotSourceBand(max_sources=0), PARAMETERS,
+                                      HotFieldBand(min_rows=min_rows, max_share=0.1, max_fields=4))
+        return next((member["rows"] for member in report.members if member["field"] == "quote"), None)
+
+    try:
+        estimate = quote_rows(1)  # quote is 2% of the rows; title (40%) is above the band's share
+        assert estimate is not None and estimate > 100
+        assert quote_rows(int(estimate * 1.2)) == estimate  # past the edge by less than 20%: kept
+        assert quote_rows(int(estimate * 1.3)) is None  # by more: dropped
+        assert quote_rows(estimate + 1) is None  # and without a graph, just past the edge is out
+        assert quote_rows(estimate) == estimate
+    finally:
+        sync_partial_indexes(db, version, HotSourceBand(max_sources=0), PARAMETERS, HotFieldBand(max_fields=0))
+    assert managed_partial_indexes(db, version) == []
