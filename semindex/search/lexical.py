@@ -39,7 +39,7 @@ from semindex.search.fanout import SearchFanOut
 from semindex.search.hydration import hit_from
 from semindex.search.query import ParsedQuery, parse_query
 from semindex.search.request import SearchRequest
-from semindex.search.response import Hit, LexicalMeta
+from semindex.search.response import SPARE_HITS, Hit, LexicalMeta
 from semindex.sql_files import statement
 
 COMPLETE, RARER_TERMS, TRUNCATED, EXACT = "complete", "rarer_terms", "truncated", "exact"
@@ -49,8 +49,6 @@ _RANKING_ORDER = (EXACT, COMPLETE, RARER_TERMS, TRUNCATED)
 EXACT_CAP = 1_000_000
 # A truncated ranking is a sample of a flood of matches (first in index order): this many is enough.
 TRUNCATED_CANDIDATES = 200
-# Records ranked past the page, so one deleted since it was ranked does not shorten the hydrated page.
-SPARE_RECORDS = 10
 
 
 @dataclass(frozen=True)
@@ -190,7 +188,7 @@ class LexicalSearch:
             "lexemes": list(idf), "idfs": list(idf.values()), "match": texts.match,
             **scope.sql_params(),
             "k1": self.bm25.k1, "b": self.bm25.b, "average_length": total.tokens / total.documents,
-            "limit": k + SPARE_RECORDS,
+            "limit": k + SPARE_HITS,
         }
         ranked = self.fanout.map(lambda plan: self._rank(plan, texts, base), plans)
         records = _records(record for rows in ranked for record in rows)
@@ -221,7 +219,7 @@ class LexicalSearch:
         if chunks:
             hits = self._chunk_hits(records, texts, k)
         elif hydrate:
-            hits = self.hydrate([record.hit() for record in records[: k + SPARE_RECORDS]], texts)[:k]
+            hits = self.hydrate([record.hit() for record in records[: k + SPARE_HITS]], texts)[:k]
         else:
             hits = [record.hit() for record in records[:k]]
         for rank, hit in enumerate(hits, start=1):

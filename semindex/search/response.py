@@ -6,6 +6,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
+# Hits hydrated (and lexical records ranked) past a page: one deleted since it was ranked drops out
+# at hydration and must not shorten the page.
+SPARE_HITS = 10
+
 
 @dataclass
 class Hit:

@@ -23,7 +23,7 @@ from semindex.search.query import parse_query
 from semindex.search.query_cache import QueryVectorCache
 from semindex.search.ranking import RANKING_DEPTH, Ranking
 from semindex.search.request import MAX_K, Scope, SearchRequest
-from semindex.search.response import Hit, ResponseMeta, SearchResponse
+from semindex.search.response import SPARE_HITS, Hit, ResponseMeta, SearchResponse
 from semindex.search.semantic import SemanticResult, SemanticSearch
 from semindex.vectors.version import EmbeddingVersion
 
@@ -86,8 +86,7 @@ class HybridMode:
     def run(self, searcher: Searcher, request: SearchRequest, vector: np.ndarray | None = None) -> SearchResponse:
         parts = hybrid_parts(searcher, request, vector, hydrate=request.unit == "chunks")
         page = fuse(parts.fusion, parts.lexical.hits, parts.semantic.hits, page=request.k, chunks=request.unit == "chunks")
-        # A few more than the page: a record deleted since it was ranked must not shorten it.
-        page = searcher.hydrate(page[: request.k + 10], parts.lexical.texts)
+        page = searcher.hydrate(page[: request.k + SPARE_HITS], parts.lexical.texts)
         semantic, lexical = parts.semantic, parts.lexical
         return SearchResponse(page[: request.k], ResponseMeta(
             request.mode, request.k, version=semantic.version, semantic_plans=semantic.plans,
@@ -203,7 +202,7 @@ class Searcher:
     def page(self, ranking: Ranking, offset: int, limit: int) -> list[Hit]:
         """Hits offset+1 .. offset+limit of a ranking, hydrated now (a record deleted since the
         ranking drops out)."""
-        return self.hydrate(ranking.hits[offset: offset + limit + 10], ranking.texts)[:limit]
+        return self.hydrate(ranking.hits[offset: offset + limit + SPARE_HITS], ranking.texts)[:limit]
 
     def hydrate(self, hits: list[Hit], texts: QueryTexts | None) -> list[Hit]:
         """Ranked hits with their place and snippet: a semantic chunk's, a lexical record's best chunk
