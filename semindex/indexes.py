@@ -143,12 +143,33 @@ def serves_queries(db: Database, version: EmbeddingVersion | None = None) -> boo
     return active_version(db) is not None
 
 
+def build_record_key_index(db: Database, table: str, *, concurrently: bool, maintenance_work_mem: str) -> IndexBuild:
+    """The btree over `table`'s record keys (sql/indexes.sql: create_record_key_btree says why), built
+    with the table's other search indexes, after loading: concurrently once searches read the table,
+    so a table that predates it is not closed to writes for its build."""
+    schema, name = table.split(".")
+    index_name = f"{name}_record_key"
+
+    def create(concurrently: bool) -> sql.Composable:
+        return statement("indexes", "create_record_key_btree", concurrently=concurrently_keyword(concurrently),
+                         index=index_name, table=table)
+
+    build = ensure_index(db, index_name, create, concurrently=concurrently,
+                         maintenance_work_mem=maintenance_work_mem, schema=schema)
+    if build.added:
+        log.info("%s.%s: %s in %.1fs", schema, index_name, build.action, build.seconds)
+    return build
+
+
 def build_hnsw(db: Database, version: EmbeddingVersion, parameters: HnswParameters) -> IndexBuild:
+    """The version's search indexes: its record-key btree, then its HNSW graph (reported)."""
+    serving = serves_queries(db, version)
+    build_record_key_index(db, version.vectors_table, concurrently=serving,
+                           maintenance_work_mem=parameters.maintenance_work_mem)
     if not storage_for(db).ann_indexes:
         log.info("%s: no HNSW index in JSONB mode (no pgvector); semantic search ranks %s by brute force",
                  version.hnsw_index_name, version.vectors_table)
         return IndexBuild(version.hnsw_index_name, JSONB_SKIPPED, 0.0, False)
-    serving = serves_queries(db, version)
     _retire_graph_over_rows(db, version, concurrently=serving)
 
     def create(concurrently: bool) -> sql.Composable:
@@ -185,12 +206,14 @@ def _retire_graph_over_rows(db: Database, version: EmbeddingVersion, *, concurre
 
 
 def build_lexical_index(db: Database, maintenance_work_mem: str = "256MB") -> IndexBuild:
+    """The lexical documents' search indexes: their record-key btree, then the scope-shaped GIN (reported)."""
+    serving = serves_queries(db)
+    build_record_key_index(db, "semindex.lexical_documents", concurrently=serving, maintenance_work_mem=maintenance_work_mem)
+
     def create(concurrently: bool) -> sql.Composable:
         return statement("indexes", "create_lexical_gin", concurrently=concurrently_keyword(concurrently), index=LEXICAL_INDEX_NAME)
 
-    return ensure_index(
-        db, LEXICAL_INDEX_NAME, create, concurrently=serves_queries(db), maintenance_work_mem=maintenance_work_mem
-    )
+    return ensure_index(db, LEXICAL_INDEX_NAME, create, concurrently=serving, maintenance_work_mem=maintenance_work_mem)
 
 
 def drop_index(db: Database, index_name: str, *, concurrently: bool = True) -> None:

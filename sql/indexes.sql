@@ -61,6 +61,12 @@ CREATE INDEX {concurrently} IF NOT EXISTS {index} ON {vectors}
 USING hnsw (embedding {opclass}) WITH (m = {m}, ef_construction = {ef_construction})
 WHERE field = {field};
 
+-- name: create_record_key_btree
+-- A scope of record keys alone reads a table's rows (a version's vectors, the lexical documents)
+-- through this index: through the scope index, whose leading columns the keys do not give, each key
+-- costs a skip over every source (1,000 keys at 1M rows: 7-9 ms of index searches against 3-5 ms).
+CREATE INDEX {concurrently} IF NOT EXISTS {index} ON {table} (record_key);
+
 -- name: create_lexical_gin
 -- Every lexical query filters by connector instance and stream: one scope-shaped GIN (btree_gin)
 -- over the lexical documents answers the scope and the text match together.

@@ -220,8 +220,6 @@ CREATE TABLE IF NOT EXISTS semindex.lexical_documents (
     PRIMARY KEY (record_id, field)
 );
 CREATE INDEX IF NOT EXISTS lexical_documents_scope ON semindex.lexical_documents (connector_instance_id, stream, record_key);
--- A scope of record keys alone (sql/vectors.sql says why: the same for lexical candidates).
-CREATE INDEX IF NOT EXISTS lexical_documents_record_key ON semindex.lexical_documents (record_key);
 -- A scope of fields alone whose term floods the window takes the first matches in index order: read
 -- through this index it checks only the fields' documents, instead of every document until enough
 -- of them are in the fields (a field of 1% of the rows and a term in a third of them: 300 times fewer).

@@ -21,10 +21,6 @@ CREATE TABLE IF NOT EXISTS {vectors} (
     represents_text       boolean NOT NULL DEFAULT false
 );
 CREATE INDEX IF NOT EXISTS {scope_index} ON {vectors} (connector_instance_id, stream, record_key);
--- A scope of record keys alone reads its rows through this index: through the scope index, whose
--- leading columns the keys do not give, each key costs a skip over every source (1,000 keys at 1M rows:
--- 7-9 ms of index searches against 3-5 ms).
-CREATE INDEX IF NOT EXISTS {record_key_index} ON {vectors} (record_key);
 CREATE INDEX IF NOT EXISTS {content_index} ON {vectors} (content_sha256);
 -- A scope of fields alone, when the fields are a small share of the version, is one exact statement
 -- over these rows (semindex.search.planner): without the index it would read the whole table.
@@ -49,7 +45,6 @@ CREATE TABLE IF NOT EXISTS {vectors} (
     represents_text       boolean NOT NULL DEFAULT false
 );
 CREATE INDEX IF NOT EXISTS {scope_index} ON {vectors} (connector_instance_id, stream, record_key);
-CREATE INDEX IF NOT EXISTS {record_key_index} ON {vectors} (record_key);
 CREATE INDEX IF NOT EXISTS {content_index} ON {vectors} (content_sha256);
 SELECT semindex.keep_text_representatives({vectors_name}::regclass);
 INSERT INTO semindex.embedding_backfill (version_id) VALUES ({version_id}) ON CONFLICT DO NOTHING;

@@ -16,6 +16,7 @@ from semindex.partial_indexes import (
     sync_partial_indexes,
 )
 from tests.conftest import sample_records, write_jsonl
+from tests.serving import serve
 
 PARAMETERS = indexes.HnswParameters(m=8, ef_construction=32)
 
@@ -89,6 +90,42 @@ def test_the_advisory_lock_keeps_two_runs_from_building_the_same_index(db, datab
     builder.join(timeout=60)
     assert outcome["build"].action == "built"
     assert indexes.index_validity(db, [version.hnsw_index_name]) == {version.hnsw_index_name: True}
+
+
+def test_a_serving_table_gets_its_record_key_index_while_writes_go_on(db, database_url, loaded):
+    """A table made before its record-key btree gets it with the rest of its search indexes; once
+    the version serves, concurrently: while the build waits for an open snapshot, a write to the
+    table goes through (a plain CREATE INDEX would hold it for the whole build)."""
+    version = loaded
+    index_name = f"{version.table_name}_record_key"
+    indexes.build_hnsw(db, version, PARAMETERS)
+    assert indexes.index_validity(db, [index_name]) == {index_name: True}
+    serve(db, version.version_key)
+    indexes.drop_index(db, index_name)
+    outcome = {}
+    with psycopg.connect(database_url) as reader:
+        reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        reader.execute(f"SELECT count(*) FROM {version.vectors_table}")
+        builder = threading.Thread(target=lambda: outcome.setdefault("build", indexes.build_hnsw(db, version, PARAMETERS)))
+        builder.start()
+        with psycopg.connect(database_url, autocommit=True) as writer:
+            waiting = None
+            for _ in range(600):
+                waiting = writer.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE query LIKE %s AND wait_event_type = 'Lock'",
+                    (f"%CREATE INDEX CONCURRENTLY%{index_name}%",)).fetchone()
+                if waiting:
+                    break
+                threading.Event().wait(0.05)
+            assert waiting, "the record-key index was not built concurrently"
+            writer.execute("SET lock_timeout = '5s'")
+            updated = writer.execute(
+                f"UPDATE {version.vectors_table} SET field = field WHERE chunk_id = (SELECT min(chunk_id) FROM {version.vectors_table})")
+            assert updated.rowcount == 1
+        reader.rollback()
+        builder.join(timeout=60)
+    assert outcome["build"].action == "exists"  # the graph was already there
+    assert indexes.index_validity(db, [index_name]) == {index_name: True}
 
 
 def test_the_lexical_index_is_the_scope_shaped_gin(db, loaded):

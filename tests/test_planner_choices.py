@@ -185,6 +185,7 @@ def test_record_keys_over_many_sources_are_read_through_their_own_index(server_u
     with scratch_database(server_url, "keys") as (_, db):
         version = lifecycle.register_version(db, "keys-96", "hashing-96", 96)
         loaded, _ = load_sources(db, version, {(f"s{number:02d}", "s"): 200 for number in range(60)})
+        indexes.build_record_key_index(db, version.vectors_table, concurrently=False, maintenance_work_mem="64MB")
         with db.autocommit_connection() as conn:
             conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(*version.vectors_table.split("."))))
         keys, vectors = loaded[("s07", "s")]

@@ -311,7 +311,9 @@ def test_a_database_bootstrapped_by_a_superuser_is_handed_over_to_the_writer(ser
         retained_size.refresh_projection(writer_db)
         changes = before.changes(snapshot(admin_db))
         assert changes["relations_removed"] == set() and changes["other"] == set()
-        assert changes["relations_added"] == {("semindex", version.hnsw_index_name, "i"), ("semindex", indexes.LEXICAL_INDEX_NAME, "i")}
+        assert changes["relations_added"] == {("semindex", version.hnsw_index_name, "i"), ("semindex", indexes.LEXICAL_INDEX_NAME, "i"),
+                                              ("semindex", f"{version.table_name}_record_key", "i"),
+                                              ("semindex", "lexical_documents_record_key", "i")}
 
         reader_db = stack.enter_context(contextlib.closing(Database(role_url(admin_url, reader), bootstrap=False)))
         # A record the writer ingested, into tables the superuser created.

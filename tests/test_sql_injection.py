@@ -297,7 +297,7 @@ def test_the_backfill_copies_every_payload_into_the_version_table_and_creates_on
         **NO_CHANGE,
         "relations_added": {("semindex", name, kind) for name, kind in
                             ((table, "r"), (f"{table}_pkey", "i"), (f"{table}_scope", "i"), (f"{table}_content", "i"),
-                             (f"{table}_field", "i"), (f"{table}_record_key", "i"))},
+                             (f"{table}_field", "i"))},
         "tables_changed": semindex_tables("embedding_versions", "embedding_backfill", table),
         "other": {"triggers"},
     }
@@ -316,7 +316,9 @@ def test_index_builds_and_the_projection_create_exactly_their_own_objects(inject
     version = injected["version"]
     assert _stage_changes(injected, "backfill", "indexes") == {
         **NO_CHANGE,
-        "relations_added": {("semindex", version.hnsw_index_name, "i"), ("semindex", indexes.LEXICAL_INDEX_NAME, "i")},
+        # Each table's record-key btree comes with its search indexes, after loading.
+        "relations_added": {("semindex", version.hnsw_index_name, "i"), ("semindex", indexes.LEXICAL_INDEX_NAME, "i"),
+                            ("semindex", f"{version.table_name}_record_key", "i"), ("semindex", "lexical_documents_record_key", "i")},
     }
     # The projection reads the kept row counts: the version's table is counted once (its triggers
     # carry the names the bootstrap gave the fixed tables' ones), the deltas folded.

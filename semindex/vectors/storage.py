@@ -51,7 +51,7 @@ class VectorStorage:
 
     def create_table(self, db: Database, version: EmbeddingVersion,
                      capture: Callable[[psycopg.Connection], None] | None = None) -> None:
-        """The version's table (idempotent), with its scope, record-key, content and field indexes, its backfill row
+        """The version's table (idempotent), with its scope, content and field indexes, its backfill row
         and the upkeep of one representing row per distinct text (migrating an older table once);
         `capture` adds change capture in the same transaction (semindex.ann_substrate.capture)."""
         with db.connection() as conn:
@@ -62,7 +62,6 @@ class VectorStorage:
                 vectors=version.vectors_table,
                 vectors_name=sql.Literal(version.vectors_table),
                 scope_index=f"{version.table_name}_scope",
-                record_key_index=f"{version.table_name}_record_key",
                 content_index=f"{version.table_name}_content",
                 field_index=f"{version.table_name}_field",
                 embedding_check=f"{version.table_name}_embedding_check",
