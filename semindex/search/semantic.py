@@ -172,21 +172,16 @@ class SemanticSearch:
         return result
 
     def _hits(self, version: EmbeddingVersion, ranked: list[Candidate], *, hydrate: bool) -> list[Hit]:
-        details = chunk_details(self.db, [candidate.key for candidate in ranked]) if hydrate else None
         hits = []
         for candidate in ranked:
-            if details is None:
-                hit = Hit("", candidate.connector_instance_id, candidate.stream, candidate.record_key, candidate.field,
-                          0, "", chunk_id=candidate.key)
-            elif (detail := details.get(candidate.key)) is not None:
-                hit = hit_from(detail)
-            else:
-                continue
             distance = candidate.order[0]
-            hit.scores = {"distance": distance, "semantic": version.metric.similarity(distance)}
-            hit.ranks = {"semantic": len(hits) + 1}
-            hit.matched_fields = [hit.field]
-            hits.append(hit)
+            hits.append(Hit("", candidate.connector_instance_id, candidate.stream, candidate.record_key, candidate.field,
+                            0, "", chunk_id=candidate.key, matched_fields=[candidate.field],
+                            scores={"distance": distance, "semantic": version.metric.similarity(distance)}))
+        if hydrate:
+            hits = self.hydrate(hits)
+        for rank, hit in enumerate(hits, start=1):  # after hydration: a chunk deleted since leaves no gap
+            hit.ranks = {"semantic": rank}
         return hits
 
     def hydrate(self, hits: list[Hit]) -> list[Hit]:
