@@ -82,6 +82,12 @@ def choose_kind(
     return PlanKind.ANN
 
 
+def needs_sources(*, unscoped: bool, record_keys: bool, names_sources: bool) -> bool:
+    """Whether plan_semantic plans by the scope's sources (so the caller must list them): not for the
+    whole version, nor for record keys without named sources."""
+    return not unscoped and (names_sources or not record_keys)
+
+
 def plan_semantic(
     sources: Sequence[Source], *, unscoped: bool, record_keys: bool, engines: EngineChoice, settings: PlannerSettings,
     names_sources: bool = True, fields: FieldScope | None = None,
@@ -89,9 +95,9 @@ def plan_semantic(
     """One plan per exact or partial source, one shared plan for the ANN sources, or one global plan.
 
     A scope that names no source is planned as a whole, in one statement, not per source:
-      record keys  one exact plan: the keys pick their rows through the (source, record key) index,
-                   so it costs what the keys match, where a plan per source would pay a round trip
-                   for every source the version has;
+      record keys  one exact plan: the keys pick their rows through the record-key index, so it
+                   costs what the keys match, where a plan per source would pay a round trip for
+                   every source the version has (and the sources need not be listed: needs_sources);
       fields       one field with a hot partial graph: one walk of that graph (a partial plan of
                    no sources). Otherwise by the fields' estimated rows (from the table's
                    statistics): a small share (under min_ann_share, or at most exact_threshold rows)
@@ -102,7 +108,7 @@ def plan_semantic(
     """
     if unscoped:
         return [_plan(PlanKind.GLOBAL, (), engines)]
-    if not names_sources and record_keys:
+    if not needs_sources(unscoped=unscoped, record_keys=record_keys, names_sources=names_sources):
         return [SemanticPlan(PlanKind.EXACT, engines.exact, ())]
     if not names_sources and fields is not None and sources:
         if fields.partial_index is not None:

@@ -29,7 +29,7 @@ from semindex.search.engine import (
 from semindex.search.engines import engines_for
 from semindex.search.fanout import SearchFanOut
 from semindex.search.hydration import chunk_details, hit_from
-from semindex.search.planner import PlannerSettings, plan_semantic
+from semindex.search.planner import PlannerSettings, needs_sources, plan_semantic
 from semindex.search.query_cache import QueryVectorCache
 from semindex.search.request import MAX_K, Scope
 from semindex.search.response import Hit
@@ -116,9 +116,9 @@ class SemanticSearch:
         place and snippet (a hybrid search needs them for its fused page only: `hydrate` them then)."""
         storage = storage_for(self.db)
         engines = engines_for(version.ann_engine, storage)
-        # Record keys alone are one exact plan whatever the sources (semindex.search.planner): no need to list them.
-        keys_alone = bool(scope.record_keys) and not scope.names_sources
-        sources = [] if scope.unrestricted or keys_alone else sources_in_scope(self.db, scope, version)
+        listed = needs_sources(unscoped=scope.unrestricted, record_keys=bool(scope.record_keys),
+                               names_sources=scope.names_sources)
+        sources = sources_in_scope(self.db, scope, version) if listed else []
         in_fields = (field_scope(self.db, version, scope.fields, sources[0].version_total)
                      if scope.fields and sources and not scope.names_sources and storage.ann_indexes else None)
         plans = plan_semantic(sources, unscoped=scope.unrestricted, record_keys=bool(scope.record_keys),
