@@ -251,7 +251,7 @@ class LexicalSearch:
         parts = tuple(range(len(parsed.positive)))
         if window is None:
             matches = sum(statistics.part_documents.get(part, 0) for part in parts)
-            return SourcePlan(source, EXACT, parts, EXACT_CAP, by_keys=keys < matches)
+            return SourcePlan(source, EXACT, parts, EXACT_CAP, by_keys=0 < keys < matches)
         if sum(statistics.part_documents.get(part, 0) for part in parts) <= window:
             return SourcePlan(source, COMPLETE, parts, window)
         rarer, matches = [], 0
