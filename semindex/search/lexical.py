@@ -249,15 +249,15 @@ class LexicalSearch:
     def _plan(self, source: tuple[str, str] | None, statistics: SourceStatistics, parsed: ParsedQuery,
               window: int | None, *, keys: int = 0) -> SourcePlan:
         parts = tuple(range(len(parsed.positive)))
+        matches = sum(statistics.part_documents.get(part, 0) for part in parts)
         if window is None:
-            matches = sum(statistics.part_documents.get(part, 0) for part in parts)
             return SourcePlan(source, EXACT, parts, EXACT_CAP, by_keys=0 < keys < matches)
-        if sum(statistics.part_documents.get(part, 0) for part in parts) <= window:
+        if matches <= window:
             return SourcePlan(source, COMPLETE, parts, window)
-        rarer, matches = [], 0
+        rarer, taken = [], 0
         for part in sorted(parts, key=lambda part: (statistics.part_documents.get(part, 0), part)):
-            matches += statistics.part_documents.get(part, 0)
-            if matches > window:
+            taken += statistics.part_documents.get(part, 0)
+            if taken > window:
                 break
             rarer.append(part)
         if rarer:
